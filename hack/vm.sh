@@ -1,0 +1,35 @@
+#!/bin/bash
+# hack/vm.sh — a QEMU guest with hardware-atomic NVMe disks.
+#
+#   hack/vm.sh build
+#   hack/vm.sh run [--disk LBA:UNIT[:boundary=B][:size=S]]... [--mem M]
+#                  [--timeout S] [--allow-reset] -- COMMAND...
+#
+# See docs/vm.md.
+set -euo pipefail
+VM_SRC=$(cd "$(dirname "$0")/vm" && pwd)
+REPO=$(cd "$VM_SRC/../.." && pwd)
+VM_CACHE=${UNTORN_CACHE:-/var/cache/untorn}/vm
+# shellcheck source=vm/build.sh
+. "$VM_SRC/build.sh"
+
+cmd_build() {
+	mkdir -p "$VM_CACHE"
+	local t0=$SECONDS rootpid
+	# The guest root and the QEMU chroot + kernel are independent downloads.
+	(build_root) &
+	rootpid=$!
+	build_qemu
+	build_kernel
+	build_initramfs
+	wait "$rootpid" || die "guest root build failed"
+	build_root
+	log "cached pieces ready in $((SECONDS - t0))s"
+	build_binaries
+}
+
+case ${1:-} in
+build) shift; cmd_build "$@" ;;
+run) shift; . "$VM_SRC/run.sh"; cmd_run "$@" ;;
+*) echo "usage: $0 build | run [--disk LBA:UNIT[:boundary=B]]... [--mem M] [--timeout S] -- COMMAND..." >&2; exit 2 ;;
+esac

@@ -1,0 +1,225 @@
+# shellcheck shell=bash
+# Build steps of hack/vm.sh, sourced by it. Every product-independent piece
+# is cached under $VM_CACHE, keyed by its version, and built into a
+# temporary path that is renamed into place only when complete, so an
+# interrupted build is simply redone.
+#
+#   qemu-<QEMU_KEY>/            Debian trixie minbase with QEMU from sid; QEMU
+#                               runs chrooted here, nothing lands on the host
+#   kernel-<KV>/                the guest kernel and its modules (from sid)
+#   initramfs-<KV>-<hash>.gz    busybox + modules + the first-stage init
+#   root-<ROOT_KEY>.img         bookworm guest root (ext4 image, attached
+#                               read-only; the guest writes to a tmpfs overlay)
+
+MIRROR=${UNTORN_VM_MIRROR:-http://deb.debian.org/debian}
+KV=${UNTORN_VM_KERNEL:-7.2.13+deb14-amd64}
+QEMU_KEY=trixie-sid-1
+# Packages of the guest root; the key changes with the list and setup script.
+ROOT_PKGS="e2fsprogs xfsprogs lvm2 util-linux strace postgresql-15 postgresql-client-15 procps kmod psmisc"
+ROOT_KEY=bookworm-$(printf '%s\n' "$ROOT_PKGS" | cat - "$VM_SRC/root-setup.sh" | sha256sum | cut -c1-12)
+# Modules the first-stage init loads (their modules.dep closure is added).
+MODULES="nvme virtio_blk virtio_pci ext4 xfs overlay dm-mod dm-snapshot dm-thin-pool dm-mirror dm-raid loop"
+
+log() { printf 'vm: %s\n' "$*" >&2; }
+die() { printf 'vm: error: %s\n' "$*" >&2; exit 2; }
+
+# in_chroot ROOT CMD...: run CMD in ROOT inside a private mount namespace, so
+# the /proc, /sys and /dev mounts vanish with it whatever happens.
+in_chroot() {
+	local root=$1; shift
+	unshare --mount --propagation private -- /bin/sh -ec '
+		r=$1; shift
+		mount -t proc proc "$r/proc"
+		mount -t sysfs sys "$r/sys"
+		mount --rbind /dev "$r/dev"
+		exec chroot "$r" "$@"' sh "$root" "$@"
+}
+
+build_qemu() {
+	local d=$VM_CACHE/qemu-$QEMU_KEY
+	[ -e "$d/.done" ] && return 0
+	log "building the QEMU chroot (trixie minbase + sid qemu) in $d"
+	rm -rf "$d.tmp"
+	nice debootstrap --variant=minbase trixie "$d.tmp" "$MIRROR" >"$VM_CACHE/qemu.log" 2>&1 ||
+		die "debootstrap trixie failed, see $VM_CACHE/qemu.log"
+	cat >"$d.tmp/etc/apt/sources.list" <<-EOF
+		deb $MIRROR trixie main
+		deb $MIRROR sid main
+	EOF
+	printf 'APT::Default-Release "trixie";\nAcquire::Check-Valid-Until "false";\n' \
+		>"$d.tmp/etc/apt/apt.conf.d/90untorn"
+	in_chroot "$d.tmp" apt-get -q update >>"$VM_CACHE/qemu.log" 2>&1 || die "apt-get update in the QEMU chroot failed"
+	DEBIAN_FRONTEND=noninteractive nice in_chroot "$d.tmp" apt-get install -y -q --no-install-recommends \
+		-t sid qemu-system-x86 qemu-utils >>"$VM_CACHE/qemu.log" 2>&1 ||
+		die "installing sid QEMU failed, see $VM_CACHE/qemu.log"
+	in_chroot "$d.tmp" qemu-system-x86_64 --version | head -1 >"$d.tmp/.qemu-version"
+	grep -Eq 'version (1[1-9]|[2-9][0-9])\.' "$d.tmp/.qemu-version" ||
+		die "QEMU in the chroot is $(cat "$d.tmp/.qemu-version"); 11.1 or newer is needed for nvme-ns atomic.nawupf"
+	in_chroot "$d.tmp" apt-get clean
+	touch "$d.tmp/.done"
+	mv "$d.tmp" "$d"
+	log "QEMU: $(cat "$d/.qemu-version")"
+}
+
+build_kernel() {
+	local d=$VM_CACHE/kernel-$KV q=$VM_CACHE/qemu-$QEMU_KEY
+	[ -e "$d/.done" ] && return 0
+	log "fetching guest kernel $KV"
+	rm -rf "$d.tmp" "$q/tmp/kernel"
+	mkdir -p "$q/tmp/kernel"
+	# apt of the QEMU chroot (trixie + sid) is the private apt: resolve the
+	# kernel's own linux-* packages and download them there.
+	in_chroot "$q" /bin/sh -ec '
+		cd /tmp/kernel
+		pkgs="linux-image-$1"
+		for p in $(apt-cache depends --recurse --no-recommends --no-suggests \
+			--no-conflicts --no-breaks --no-replaces --no-enhances "linux-image-$1" |
+			grep -E "^ *(Depends: )?linux-(binary|modules|image)-[0-9]" | sed "s/.*: //; s/^ *//" | sort -u); do
+			pkgs="$pkgs $p"
+		done
+		apt-get download $pkgs
+		for f in *.deb; do dpkg-deb -x "$f" root; done
+		depmod -b root/usr "$1" 2>/dev/null || depmod -b root "$1"' sh "$KV" >"$VM_CACHE/kernel.log" 2>&1 ||
+		die "could not fetch kernel $KV (set UNTORN_VM_KERNEL), see $VM_CACHE/kernel.log"
+	mv "$q/tmp/kernel/root" "$d.tmp"
+	rm -rf "$q/tmp/kernel"
+	local m
+	m=$(kernel_moddir "$d.tmp") || die "kernel $KV: no modules directory after extraction"
+	[ -e "$m/vmlinuz" ] || cp "$d.tmp"/boot/vmlinuz-"$KV" "$m/vmlinuz" 2>/dev/null ||
+		die "kernel $KV: no vmlinuz"
+	touch "$d.tmp/.done"
+	mv "$d.tmp" "$d"
+}
+
+kernel_moddir() {
+	local m
+	for m in "$1/usr/lib/modules/$KV" "$1/lib/modules/$KV"; do
+		[ -e "$m/modules.dep" ] && { echo "$m"; return 0; }
+	done
+	return 1
+}
+
+# build_initramfs: busybox, the modules' closure (decompressed, with a load
+# order) and the first-stage init. Cached by kernel and init content.
+build_initramfs() {
+	local h out km i m
+	h=$(cat "$VM_SRC/initramfs-init" /usr/bin/busybox <(echo "$MODULES") | sha256sum | cut -c1-12)
+	out=$VM_CACHE/initramfs-$KV-$h.gz
+	INITRAMFS=$out
+	[ -e "$out" ] && return 0
+	km=$(kernel_moddir "$VM_CACHE/kernel-$KV") || die "kernel $KV missing"
+	i=$(mktemp -d "$VM_CACHE/initramfs.XXXXXX")
+	mkdir -p "$i"/{bin,dev,proc,sys,lower,upper,newroot,lib/modules}
+	cp /usr/bin/busybox "$i/bin/busybox"
+	for m in $("$i/bin/busybox" --list); do [ -e "$i/bin/$m" ] || ln -s busybox "$i/bin/$m"; done
+	: >"$i/lib/modules/order"
+	declare -A seen=()
+	add_mod() {
+		local name=$1 line dep f
+		name=${name//_/-}
+		[ -n "${seen[$name]:-}" ] && return 0
+		seen[$name]=1
+		line=$(grep -E "(^|/)(${name}|${name//-/_})\.ko(\.xz|\.zst|\.gz)?:" "$km/modules.dep" | head -1) || true
+		if [ -z "$line" ]; then
+			grep -Eq "/(${name}|${name//-/_})\.ko" "$km/modules.builtin" 2>/dev/null && return 0
+			die "module $name not found for kernel $KV"
+		fi
+		for dep in ${line#*:}; do dep=${dep##*/}; add_mod "${dep%%.ko*}"; done
+		f=${line%%:*}
+		case $f in
+		*.xz) xz -dc "$km/$f" ;;
+		*.zst) zstd -qdc "$km/$f" ;;
+		*.gz) gzip -dc "$km/$f" ;;
+		*) cat "$km/$f" ;;
+		esac >"$i/lib/modules/$name.ko"
+		echo "$name" >>"$i/lib/modules/order"
+	}
+	for m in $MODULES; do add_mod "$m"; done
+	install -m 0755 "$VM_SRC/initramfs-init" "$i/init"
+	(cd "$i" && find . | "$i/bin/busybox" cpio -o -H newc 2>/dev/null | gzip -1) >"$out.tmp"
+	mv "$out.tmp" "$out"
+	rm -rf "$i"
+}
+
+# build_root: the bookworm guest root as an ext4 image. PostgreSQL is
+# installed without a cluster; the image is never written by a run.
+build_root() {
+	local img=$VM_CACHE/root-$ROOT_KEY.img r
+	ROOT_IMG=$img
+	[ -e "$img" ] && return 0
+	r=$VM_CACHE/root-$ROOT_KEY.tmp
+	log "building the bookworm guest root ($ROOT_PKGS)"
+	rm -rf "$r"
+	nice debootstrap --variant=minbase --include=ca-certificates bookworm "$r" "$MIRROR" \
+		>"$VM_CACHE/root.log" 2>&1 || die "debootstrap bookworm failed, see $VM_CACHE/root.log"
+	install -m 0755 "$VM_SRC/root-setup.sh" "$r/root-setup.sh"
+	nice in_chroot "$r" /bin/bash /root-setup.sh $ROOT_PKGS >>"$VM_CACHE/root.log" 2>&1 ||
+		die "guest root setup failed, see $VM_CACHE/root.log"
+	rm -f "$r/root-setup.sh"
+	local size
+	size=$(($(du -sm "$r" | cut -f1) * 13 / 10 + 256))
+	rm -f "$img.tmp"
+	nice mkfs.ext4 -q -F -L untorn-root -d "$r" "$img.tmp" "${size}M" || die "mkfs.ext4 -d of the guest root failed"
+	mv "$img.tmp" "$img"
+	rm -rf "$r"
+}
+
+
+# build_binaries: the project's binaries from the working tree (go's build
+# cache makes this cheap when nothing changed). A piece whose source is not
+# there yet is reported and left out; tests needing it then fail clearly.
+build_binaries() {
+	BIN_OUT=$REPO/build/vm
+	mkdir -p "$BIN_OUT"
+	local c
+	for c in untornctl untorn-csi; do
+		if [ -d "$REPO/cmd/$c" ]; then
+			(cd "$REPO" && CGO_ENABLED=0 nice go build -trimpath -o "$BIN_OUT/$c" "./cmd/$c") ||
+				die "go build ./cmd/$c failed"
+		else
+			log "warning: cmd/$c does not exist; not in the guest"
+			rm -f "$BIN_OUT/$c"
+		fi
+	done
+	(cd "$REPO" && CGO_ENABLED=0 nice go build -trimpath -o "$BIN_OUT/csi-sanity" \
+		github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity) || die "go build csi-sanity failed"
+	(cd "$REPO" && CGO_ENABLED=0 nice go build -trimpath -o "$BIN_OUT/vmtool" ./hack/vm/vmtool) ||
+		die "go build ./hack/vm/vmtool failed"
+	rm -f "$BIN_OUT"/libuntorn-*.so
+	if [ -e "$REPO/Makefile" ] && grep -q '^shim:' "$REPO/Makefile"; then
+		nice make -s -C "$REPO" shim || die "make shim failed"
+		local v
+		for v in glibc musl; do
+			[ -e "$REPO/build/shim/$v/libuntorn.so" ] && cp "$REPO/build/shim/$v/libuntorn.so" "$BIN_OUT/libuntorn-$v.so"
+		done
+	else
+		log "warning: no 'make shim' target yet; the shim is not in the guest"
+	fi
+}
+
+# stage_binaries DIR: the tree of the binaries disk, mounted at /untorn.
+stage_binaries() {
+	local s=$1 f
+	mkdir -p "$s/bin" "$s/lib" "$s/vm" "$s/tests" "$s/bench"
+	for f in untornctl untorn-csi csi-sanity vmtool; do
+		[ -e "$BIN_OUT/$f" ] && cp "$BIN_OUT/$f" "$s/bin/"
+	done
+	for f in glibc musl; do
+		[ -e "$BIN_OUT/libuntorn-$f.so" ] && mkdir -p "$s/lib/$f" && cp "$BIN_OUT/libuntorn-$f.so" "$s/lib/$f/libuntorn.so"
+	done
+	install -m 0755 "$VM_SRC/guest-init.sh" "$s/vm/guest-init.sh"
+	[ -d "$VM_SRC/tests" ] && cp -r "$VM_SRC/tests/." "$s/tests/"
+	[ -d "$REPO/hack/bench/guest" ] && cp -r "$REPO/hack/bench/guest/." "$s/bench/"
+	[ -d "$REPO/pkg/atomic/shim/tests" ] && cp -r "$REPO/pkg/atomic/shim/tests" "$s/shim-tests"
+	chmod -R a+rX "$s"
+}
+
+# vm_build_quiet: everything `run` needs, building what is missing.
+vm_build_quiet() {
+	mkdir -p "$VM_CACHE"
+	build_qemu
+	build_kernel
+	build_initramfs
+	build_root
+	build_binaries
+}
