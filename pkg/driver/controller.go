@@ -1,0 +1,424 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"k8s.io/klog/v2"
+
+	untorn "github.com/untorn/untorn/pkg/atomic"
+)
+
+const (
+	metaName = "name"
+	// defaultVolumeSize is used when the request gives no capacity.
+	defaultVolumeSize = 1 << 30
+)
+
+// minVolumeSize is the smallest volume each filesystem can be made on
+// (mkfs.xfs refuses below 300 MiB).
+func minVolumeSize(fs untorn.FSType) int64 {
+	if fs == untorn.FSXFS {
+		return 300 << 20
+	}
+	return 32 << 20
+}
+
+func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	resp, err := d.createVolume(ctx, req)
+	return resp, toStatus(err)
+}
+
+func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	name := req.GetName()
+	if name == "" {
+		return nil, fmt.Errorf("%w: name is required", ErrInvalidArgument)
+	}
+	if err := checkCapabilities(req.GetVolumeCapabilities(), ""); err != nil {
+		return nil, err
+	}
+	if req.GetVolumeContentSource() != nil {
+		return nil, fmt.Errorf("%w: volume content sources (snapshots, clones) are not supported", ErrInvalidArgument)
+	}
+	params := map[string]string{}
+	for k, v := range req.GetParameters() {
+		params[k] = v
+	}
+	if _, ok := params[ParamFSType]; !ok {
+		for _, c := range req.GetVolumeCapabilities() {
+			if fs := c.GetMount().GetFsType(); fs != "" {
+				params[ParamFSType] = fs
+				break
+			}
+		}
+	}
+	volCtx, err := ValidateCreateParameters(params)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := parseVolumeContext(volCtx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCapabilities(req.GetVolumeCapabilities(), string(spec.FSType)); err != nil {
+		return nil, err
+	}
+	if err := d.checkTopology(req.GetAccessibilityRequirements()); err != nil {
+		return nil, err
+	}
+	size, err := d.volumeSize(req.GetCapacityRange(), spec)
+	if err != nil {
+		return nil, err
+	}
+
+	id := volumeIDForName(name)
+	release, err := d.inflight.acquire(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+
+	meta := map[string]string{metaName: name}
+	for k, v := range volCtx {
+		meta[k] = v
+	}
+	vol, err := d.backend.Get(ctx, id)
+	switch {
+	case err == nil:
+		if err := compatible(vol, name, volCtx, req.GetCapacityRange()); err != nil {
+			return nil, err
+		}
+		klog.V(4).InfoS("volume exists", "volumeID", id, "name", name)
+	case isNotFound(err):
+		vol, err = d.backend.Create(ctx, id, size, meta)
+		if err != nil {
+			return nil, fmt.Errorf("create volume %q (%d bytes): %w", name, size, err)
+		}
+		if err := compatible(vol, name, volCtx, req.GetCapacityRange()); err != nil {
+			return nil, err
+		}
+		klog.InfoS("created volume", "volumeID", id, "name", name, "sizeBytes", vol.SizeBytes,
+			"fsType", volCtx[ParamFSType], "atomicWriteUnit", volCtx[ParamAtomicWriteUnit], "atomicPolicy", volCtx[ParamAtomicPolicy])
+	default:
+		return nil, err
+	}
+	return &csi.CreateVolumeResponse{Volume: d.csiVolume(vol)}, nil
+}
+
+// compatible decides whether an existing volume answers a repeated request.
+func compatible(vol BackendVolume, name string, volCtx map[string]string, cr *csi.CapacityRange) error {
+	if vol.Meta[metaName] != name {
+		return fmt.Errorf("%w: volume %s belongs to name %q", ErrAlreadyExists, vol.ID, vol.Meta[metaName])
+	}
+	for _, k := range []string{ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy} {
+		if vol.Meta[k] != volCtx[k] {
+			return fmt.Errorf("%w: volume %q exists with %s=%q, requested %q", ErrAlreadyExists, name, k, vol.Meta[k], volCtx[k])
+		}
+	}
+	if vol.SizeBytes < cr.GetRequiredBytes() || (cr.GetLimitBytes() > 0 && vol.SizeBytes > cr.GetLimitBytes()) {
+		return fmt.Errorf("%w: volume %q exists with %d bytes, outside the requested range [%d, %d]",
+			ErrAlreadyExists, name, vol.SizeBytes, cr.GetRequiredBytes(), cr.GetLimitBytes())
+	}
+	return nil
+}
+
+func (d *Driver) csiVolume(vol BackendVolume) *csi.Volume {
+	volCtx := map[string]string{}
+	for _, k := range []string{ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy} {
+		if v, ok := vol.Meta[k]; ok {
+			volCtx[k] = v
+		}
+	}
+	return &csi.Volume{
+		VolumeId:           vol.ID,
+		CapacityBytes:      vol.SizeBytes,
+		VolumeContext:      volCtx,
+		AccessibleTopology: []*csi.Topology{d.topology()},
+	}
+}
+
+func (d *Driver) topology() *csi.Topology {
+	return &csi.Topology{Segments: map[string]string{TopologyKey: d.opts.NodeID}}
+}
+
+// checkTopology refuses a request whose requisite topology excludes this node.
+func (d *Driver) checkTopology(tr *csi.TopologyRequirement) error {
+	if len(tr.GetRequisite()) == 0 {
+		return nil
+	}
+	for _, t := range tr.GetRequisite() {
+		if n, ok := t.GetSegments()[TopologyKey]; ok && n == d.opts.NodeID {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: requisite topology does not include %s=%s", ErrNoSpace, TopologyKey, d.opts.NodeID)
+}
+
+// volumeSize picks the size for a capacity range: at least required (or
+// the default), at least the filesystem's minimum, rounded up to the
+// backend's allocation unit and the ext4 cluster size.
+func (d *Driver) volumeSize(cr *csi.CapacityRange, spec volumeSpec) (int64, error) {
+	req, lim := cr.GetRequiredBytes(), cr.GetLimitBytes()
+	if req < 0 || lim < 0 {
+		return 0, fmt.Errorf("%w: capacity range must not be negative", ErrInvalidArgument)
+	}
+	if lim > 0 && req > lim {
+		return 0, fmt.Errorf("%w: required_bytes %d exceeds limit_bytes %d", ErrOutOfRange, req, lim)
+	}
+	size := req
+	if size == 0 {
+		size = defaultVolumeSize
+		if lim > 0 && lim < size {
+			size = lim
+		}
+	}
+	size = max(size, minVolumeSize(spec.FSType))
+	gran := d.backend.AllocationUnit()
+	if gran <= 0 {
+		gran = 1
+	}
+	if c := int64(spec.Cluster); c > 0 {
+		gran = lcm(gran, c)
+	}
+	size = roundUp(size, gran)
+	if lim > 0 && size > lim {
+		return 0, fmt.Errorf("%w: the smallest volume that fits is %d bytes (minimum %d for %s, granularity %d), above limit_bytes %d",
+			ErrOutOfRange, size, minVolumeSize(spec.FSType), spec.FSType, gran, lim)
+	}
+	return size, nil
+}
+
+func roundUp(n, unit int64) int64 { return (n + unit - 1) / unit * unit }
+
+func lcm(a, b int64) int64 {
+	x, y := a, b
+	for y != 0 {
+		x, y = y, x%y
+	}
+	return a / x * b
+}
+
+func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+	err := d.deleteVolume(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.DeleteVolumeResponse{}, nil
+}
+
+func (d *Driver) deleteVolume(ctx context.Context, id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	}
+	if !validVolumeID(id) {
+		klog.V(4).InfoS("delete of a volume ID this driver never made; nothing to do", "volumeID", id)
+		return nil
+	}
+	release, err := d.inflight.acquire(id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	vol, err := d.backend.Get(ctx, id)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if d.state != nil {
+		if _, staged, err := d.state.get(id); err != nil {
+			return err
+		} else if staged {
+			return fmt.Errorf("%w: volume %s is staged on this node; unstage it first", ErrVolumeInUse, id)
+		}
+	}
+	if vol.Device != "" {
+		if mps, err := d.mountsOf(vol.Device); err != nil {
+			return err
+		} else if len(mps) > 0 {
+			return fmt.Errorf("%w: device %s of volume %s is mounted at %v", ErrVolumeInUse, vol.Device, id, mps)
+		}
+	}
+	if err := d.backend.Delete(ctx, id); err != nil {
+		return err
+	}
+	d.metrics.DeleteVolume(id)
+	klog.InfoS("deleted volume", "volumeID", id, "name", vol.Meta[metaName])
+	return nil
+}
+
+// mountsOf lists the mount points of a device.
+func (d *Driver) mountsOf(dev string) ([]string, error) {
+	mps, err := d.mounter.List()
+	if err != nil {
+		return nil, fmt.Errorf("list mounts: %w", err)
+	}
+	var out []string
+	for _, mp := range mps {
+		if mp.Device == dev {
+			out = append(out, mp.Path)
+		}
+	}
+	return out, nil
+}
+
+func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	resp, err := d.validateVolumeCapabilities(ctx, req)
+	return resp, toStatus(err)
+}
+
+func (d *Driver) validateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	id := req.GetVolumeId()
+	if id == "" {
+		return nil, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	}
+	caps := req.GetVolumeCapabilities()
+	if len(caps) == 0 {
+		return nil, fmt.Errorf("%w: volume capabilities are required", ErrInvalidArgument)
+	}
+	vol, err := d.getVolume(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCapabilities(caps, vol.Meta[ParamFSType]); err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+	}
+	if len(req.GetParameters()) > 0 {
+		volCtx, err := ValidateCreateParameters(req.GetParameters())
+		if err != nil {
+			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+		}
+		if err := compatible(vol, vol.Meta[metaName], volCtx, nil); err != nil {
+			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+		}
+	}
+	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
+		VolumeContext:      req.GetVolumeContext(),
+		VolumeCapabilities: caps,
+		Parameters:         req.GetParameters(),
+	}}, nil
+}
+
+// getVolume looks a volume up by an ID from a request; IDs this driver
+// never hands out are NotFound without touching the backend.
+func (d *Driver) getVolume(ctx context.Context, id string) (BackendVolume, error) {
+	if !validVolumeID(id) {
+		return BackendVolume{}, fmt.Errorf("%w: %q is not a volume ID of this driver", ErrVolumeNotFound, id)
+	}
+	return d.backend.Get(ctx, id)
+}
+
+func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	if t := req.GetAccessibleTopology(); t != nil {
+		if n, ok := t.GetSegments()[TopologyKey]; !ok || n != d.opts.NodeID {
+			return &csi.GetCapacityResponse{}, nil
+		}
+	}
+	if len(req.GetParameters()) > 0 {
+		if _, err := ValidateCreateParameters(req.GetParameters()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	avail, err := d.backend.Capacity(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.GetCapacityResponse{AvailableCapacity: avail}, nil
+}
+
+// ListVolumes pages through volumes sorted by ID; the token is the last ID
+// of the previous page, so deleting a listed volume does not shift pages.
+func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
+	if req.GetMaxEntries() < 0 {
+		return nil, toStatus(fmt.Errorf("%w: max_entries must not be negative", ErrInvalidArgument))
+	}
+	tok := req.GetStartingToken()
+	if tok != "" && !validVolumeID(tok) {
+		return nil, toStatus(fmt.Errorf("%w: starting_token %q was not issued by this driver", ErrInvalidToken, tok))
+	}
+	vols, err := d.backend.List(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	sort.Slice(vols, func(i, j int) bool { return vols[i].ID < vols[j].ID })
+	resp := &csi.ListVolumesResponse{}
+	for _, v := range vols {
+		if tok != "" && v.ID <= tok {
+			continue
+		}
+		if req.GetMaxEntries() > 0 && len(resp.Entries) == int(req.GetMaxEntries()) {
+			resp.NextToken = resp.Entries[len(resp.Entries)-1].Volume.VolumeId
+			break
+		}
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.csiVolume(v)})
+	}
+	return resp, nil
+}
+
+func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	resp, err := d.controllerExpand(ctx, req)
+	return resp, toStatus(err)
+}
+
+func (d *Driver) controllerExpand(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if id == "" {
+		return nil, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	}
+	if req.GetCapacityRange() == nil {
+		return nil, fmt.Errorf("%w: capacity_range is required", ErrInvalidArgument)
+	}
+	if c := req.GetVolumeCapability(); c != nil {
+		if err := checkCapability(c, ""); err != nil {
+			return nil, err
+		}
+	}
+	release, err := d.inflight.acquire(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	vol, err := d.getVolume(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := parseVolumeContext(vol.Meta)
+	if err != nil {
+		return nil, err
+	}
+	size, err := d.volumeSize(req.GetCapacityRange(), spec)
+	if err != nil {
+		return nil, err
+	}
+	if size > vol.SizeBytes {
+		if vol, err = d.backend.Expand(ctx, id, size); err != nil {
+			return nil, fmt.Errorf("expand volume %s to %d bytes: %w", id, size, err)
+		}
+		klog.InfoS("expanded volume", "volumeID", id, "sizeBytes", vol.SizeBytes)
+	}
+	return &csi.ControllerExpandVolumeResponse{
+		CapacityBytes:         vol.SizeBytes,
+		NodeExpansionRequired: req.GetVolumeCapability().GetBlock() == nil,
+	}, nil
+}
+
+func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	var caps []*csi.ControllerServiceCapability
+	for _, t := range []csi.ControllerServiceCapability_RPC_Type{
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
+		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
+		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	} {
+		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
+			Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}})
+	}
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, ErrVolumeNotFound) }

@@ -1,0 +1,211 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+	mount "k8s.io/mount-utils"
+	"k8s.io/utils/exec"
+
+	untorn "github.com/untorn/untorn/pkg/atomic"
+)
+
+// MetricsSink receives per-volume atomic-write state. A nil *Metrics
+// satisfies it and records nothing.
+type MetricsSink interface {
+	SetVolumeAtomic(volumeID string, unitMin, unitMax uint64, ok bool, hardware bool)
+	DeleteVolume(volumeID string)
+	VerificationFailed(volumeID string)
+}
+
+// AtomicOps is what the node service needs from pkg/atomic; tests replace it.
+type AtomicOps interface {
+	Probe(device string) (untorn.DeviceLimits, error)
+	Plan(dev untorn.DeviceLimits, req untorn.PlanRequest, device string) (untorn.Plan, error)
+	Verify(dir string, unit uint64) (untorn.Verification, error)
+}
+
+// SysfsAtomic implements AtomicOps with pkg/atomic on a sysfs root.
+type SysfsAtomic struct{ Sysfs untorn.Sysfs }
+
+func (s SysfsAtomic) Probe(device string) (untorn.DeviceLimits, error) { return s.Sysfs.Probe(device) }
+func (SysfsAtomic) Plan(dev untorn.DeviceLimits, req untorn.PlanRequest, device string) (untorn.Plan, error) {
+	return untorn.PlanFormat(dev, req, device)
+}
+func (SysfsAtomic) Verify(dir string, unit uint64) (untorn.Verification, error) {
+	return untorn.Verify(dir, unit)
+}
+
+// Deps are the driver's collaborators, built by the caller.
+type Deps struct {
+	Backend Backend
+	Mounter *mount.SafeFormatAndMount
+	Exec    exec.Interface
+	Atomic  AtomicOps
+	Metrics MetricsSink
+	// Interceptors run before the driver's logging interceptor (e.g. metrics).
+	Interceptors []grpc.UnaryServerInterceptor
+}
+
+// Driver serves the CSI Identity, Controller and Node services.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedControllerServer
+	csi.UnimplementedNodeServer
+
+	opts     Options
+	version  string
+	backend  Backend
+	mounter  *mount.SafeFormatAndMount
+	resizer  *mount.ResizeFs
+	exec     exec.Interface
+	atomic   AtomicOps
+	metrics  MetricsSink
+	inflight *inFlight
+	state    *stateStore
+	icpts    []grpc.UnaryServerInterceptor
+}
+
+// New builds a driver from validated options and its dependencies.
+func New(opts Options, deps Deps) (*Driver, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Backend == nil || deps.Mounter == nil || deps.Exec == nil || deps.Atomic == nil {
+		return nil, errors.New("driver: backend, mounter, exec and atomic ops are required")
+	}
+	metrics := deps.Metrics
+	if metrics == nil {
+		metrics = noMetrics{}
+	}
+	d := &Driver{
+		opts:     opts,
+		version:  opts.Version,
+		backend:  deps.Backend,
+		mounter:  deps.Mounter,
+		resizer:  mount.NewResizeFs(deps.Exec),
+		exec:     deps.Exec,
+		atomic:   deps.Atomic,
+		metrics:  metrics,
+		inflight: newInFlight(),
+		icpts:    deps.Interceptors,
+	}
+	if d.version == "" {
+		d.version = buildVersion()
+	}
+	if opts.Mode != ModeController {
+		d.state = &stateStore{dir: filepath.Join(opts.StateDir, "staged")}
+	}
+	return d, nil
+}
+
+type noMetrics struct{}
+
+func (noMetrics) SetVolumeAtomic(string, uint64, uint64, bool, bool) {}
+func (noMetrics) DeleteVolume(string)                               {}
+func (noMetrics) VerificationFailed(string)                         {}
+
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+func (d *Driver) controller() bool { return d.opts.Mode != ModeNode }
+func (d *Driver) node() bool       { return d.opts.Mode != ModeController }
+
+// Server returns a gRPC server with the services of the driver's mode.
+func (d *Driver) Server() *grpc.Server {
+	icpts := append(append([]grpc.UnaryServerInterceptor{}, d.icpts...), logCalls)
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(icpts...))
+	csi.RegisterIdentityServer(srv, d)
+	if d.controller() {
+		csi.RegisterControllerServer(srv, d)
+	}
+	if d.node() {
+		csi.RegisterNodeServer(srv, d)
+	}
+	return srv
+}
+
+// Run listens on the endpoint and serves until ctx is cancelled; then it
+// stops accepting calls and lets in-flight calls finish (up to a grace
+// period).
+func (d *Driver) Run(ctx context.Context) error {
+	sock, err := SocketPath(d.opts.Endpoint)
+	if err != nil {
+		return err
+	}
+	if d.state != nil {
+		if err := os.MkdirAll(d.state.dir, 0o700); err != nil {
+			return fmt.Errorf("state dir: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		return fmt.Errorf("socket dir: %w", err)
+	}
+	if fi, err := os.Lstat(sock); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("%w: --endpoint %s exists and is not a socket", ErrInvalidOption, sock)
+		}
+		if err := os.Remove(sock); err != nil {
+			return fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	srv := d.Server()
+	if err := d.backend.Check(ctx); err != nil {
+		klog.ErrorS(err, "backend not usable yet; Probe reports not ready", "backend", d.backend.Name())
+	}
+	klog.InfoS("serving CSI", "driver", DriverName, "version", d.version, "mode", d.opts.Mode,
+		"endpoint", d.opts.Endpoint, "nodeID", d.opts.NodeID, "backend", d.backend.Name())
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	klog.InfoS("shutting down: no new calls, finishing in-flight calls")
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(gracePeriod):
+		klog.InfoS("grace period over, stopping", "gracePeriod", gracePeriod)
+		srv.Stop()
+	}
+	return nil
+}
+
+const gracePeriod = 60 * time.Second
+
+// logCalls logs every call (secrets stripped) at V(4) and every failure once.
+func logCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	klog.V(4).InfoS("call", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	if err != nil {
+		st, _ := status.FromError(err)
+		klog.ErrorS(err, "call failed", "method", info.FullMethod, "code", st.Code(), "duration", time.Since(start))
+		return resp, err
+	}
+	klog.V(4).InfoS("call done", "method", info.FullMethod, "response", protosanitizer.StripSecrets(resp), "duration", time.Since(start))
+	return resp, nil
+}

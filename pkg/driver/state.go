@@ -1,0 +1,110 @@
+package driver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	untorn "github.com/untorn/untorn/pkg/atomic"
+)
+
+// stagedVolume is the node's record of a staged volume: where it is, what
+// was planned and what verification found. It lives in
+// <state-dir>/staged/<volumeID>.json and is removed by NodeUnstageVolume.
+type stagedVolume struct {
+	VolumeID    string              `json:"volumeID"`
+	StagingPath string              `json:"stagingPath"`
+	Device      string              `json:"device"`
+	Block       bool                `json:"block"`
+	FSType      string              `json:"fsType,omitempty"`
+	Policy      string              `json:"atomicPolicy"`
+	Unit        uint64              `json:"atomicWriteUnit"`
+	Limits      untorn.DeviceLimits `json:"deviceLimits"`
+	Plan        *untorn.Plan        `json:"plan,omitempty"`
+	Verified    untorn.Verification `json:"verification"`
+	Hardware    bool                `json:"hardware"`
+}
+
+type stateStore struct{ dir string }
+
+func (s *stateStore) path(id string) (string, error) {
+	if !validVolumeID(id) {
+		return "", fmt.Errorf("%w: volume ID %q", ErrVolumeNotFound, id)
+	}
+	return filepath.Join(s.dir, id+".json"), nil
+}
+
+func (s *stateStore) get(id string) (stagedVolume, bool, error) {
+	p, err := s.path(id)
+	if err != nil {
+		return stagedVolume{}, false, err
+	}
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return stagedVolume{}, false, nil
+	}
+	if err != nil {
+		return stagedVolume{}, false, err
+	}
+	var v stagedVolume
+	if err := json.Unmarshal(b, &v); err != nil {
+		return stagedVolume{}, false, fmt.Errorf("state file %s: %w", p, err)
+	}
+	return v, true, nil
+}
+
+func (s *stateStore) put(v stagedVolume) error {
+	p, err := s.path(v.VolumeID)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(p, b)
+}
+
+func (s *stateStore) remove(id string) error {
+	p, err := s.path(id)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// writeFileAtomic writes b to p through a synced temporary file and rename.
+func writeFileAtomic(p string, b []byte) error {
+	tmp := p + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
