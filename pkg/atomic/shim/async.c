@@ -1,0 +1,224 @@
+/*
+ * Asynchronous writers: libaio io_submit and liburing's submit functions.
+ * Both already write O_DIRECT (the only way they can be made untorn): the
+ * shim sets RWF_ATOMIC on each qualifying write before it is submitted.
+ */
+#include "untorn.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define UT_EXPORT __attribute__((visibility("default")))
+
+/* struct iocb of <linux/aio_abi.h> (little-endian layout). */
+struct ut_iocb {
+	uint64_t data;
+	uint32_t key;
+	int32_t rw_flags;
+	uint16_t opcode;
+	int16_t reqprio;
+	uint32_t fildes;
+	uint64_t buf;
+	uint64_t nbytes;
+	int64_t offset;
+	uint64_t reserved2;
+	uint32_t flags;
+	uint32_t resfd;
+};
+_Static_assert(sizeof(struct ut_iocb) == 64, "struct iocb layout");
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "struct iocb: only little-endian layouts are handled"
+#endif
+
+enum { UT_IOCB_PWRITE = 1, UT_IOCB_PWRITEV = 8 };
+
+/* liburing 2.x public structures, the prefix we read. */
+struct ut_uring_sq {
+	unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *kdropped, *array;
+	void *sqes;
+	unsigned sqe_head, sqe_tail;
+	size_t ring_sz;
+	void *ring_ptr;
+	unsigned ring_mask, ring_entries, pad[2];
+};
+struct ut_uring_cq {
+	unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *koverflow;
+	void *cqes;
+	size_t ring_sz;
+	void *ring_ptr;
+	unsigned ring_mask, ring_entries, pad[2];
+};
+struct ut_uring {
+	struct ut_uring_sq sq;
+	struct ut_uring_cq cq;
+	unsigned flags;
+	int ring_fd;
+};
+struct ut_sqe {
+	uint8_t opcode, flags;
+	uint16_t ioprio;
+	int32_t fd;
+	uint64_t off, addr;
+	uint32_t len, rw_flags;
+};
+
+enum { UT_OP_WRITEV = 2, UT_OP_WRITE_FIXED = 5, UT_OP_WRITE = 23 };
+#define UT_IOSQE_FIXED_FILE 1U
+#define UT_SETUP_SQE128 (1U << 10)
+
+/*
+ * Decides one asynchronous write. Sets RWF_ATOMIC in *rw_flags and returns 1
+ * when it qualifies; counts the reason and returns 0 otherwise.
+ */
+static int mark(int fd, uint64_t off, uint64_t len, uint64_t nseg, uint32_t *rw_flags)
+{
+	if (ut_cfg.mode == UT_MODE_OFF) {
+		UT_PASS(UT_R_OFF);
+		return 0;
+	}
+	if (*rw_flags & RWF_ATOMIC)
+		return 1; /* the caller asked for it itself */
+	uint64_t m = ut_cfg.unit ? ut_cfg.unit - 1 : 511;
+	if (len == 0 || ((len | off) & m) || (int64_t)off < 0) {
+		UT_PASS(UT_R_UNALIGNED);
+		return 0;
+	}
+	if (*rw_flags & RWF_APPEND) {
+		UT_PASS(UT_R_APPEND);
+		return 0;
+	}
+	int reason;
+	struct ut_fd *e = ut_lookup(fd, &reason);
+	if (!e) {
+		UT_PASS(reason);
+		return 0;
+	}
+	int ok = 0;
+	reason = UT_R_UNALIGNED;
+	if (!e->direct)
+		reason = UT_R_BUFFERED_ASYNC;
+	else if (nseg != 1)
+		reason = UT_R_SEGMENTS;
+	else if (ut_unit_ok(e, len, (off_t)off)) {
+		/* One atomic write: a single unit, or a larger power of two the
+		 * filesystem takes whole (then the whole range is untorn). */
+		if (len == e->unit || ((len & (len - 1)) == 0 && len <= e->unit_max &&
+				       (off & (len - 1)) == 0))
+			ok = 1;
+		else
+			reason = UT_R_UNSPLITTABLE;
+	}
+	ut_release(e);
+	if (!ok) {
+		UT_PASS(reason);
+		return 0;
+	}
+	if (ut_cfg.mode == UT_MODE_DIRECT_BENCH) {
+		UT_INC(direct_unsafe);
+		return 0;
+	}
+	*rw_flags |= RWF_ATOMIC;
+	UT_INC(atomic_writes);
+	UT_ADD(atomic_bytes, len);
+	return 1;
+}
+
+UT_EXPORT int io_submit(void *ctx, long nr, void **iocbs)
+{
+	if (__builtin_expect(ut_real.write == NULL, 0))
+		ut_init();
+	UT_INC(aio_submits);
+	for (long i = 0; iocbs && i < nr; i++) {
+		struct ut_iocb *cb = iocbs[i];
+		if (!cb || (cb->opcode != UT_IOCB_PWRITE && cb->opcode != UT_IOCB_PWRITEV))
+			continue;
+		uint64_t len = cb->nbytes, nseg = 1;
+		if (cb->opcode == UT_IOCB_PWRITEV) {
+			const struct iovec *v = (const struct iovec *)(uintptr_t)cb->buf;
+			nseg = cb->nbytes;
+			len = nseg >= 1 && v ? v[0].iov_len : 0;
+			for (uint64_t k = 1; k < nseg && v; k++)
+				len += v[k].iov_len;
+		}
+		uint32_t fl = (uint32_t)cb->rw_flags;
+		if (mark((int)cb->fildes, (uint64_t)cb->offset, len, nseg, &fl)) {
+			cb->rw_flags = (int32_t)fl;
+			UT_INC(aio_atomic);
+		}
+	}
+	ut_stats_maybe_dump();
+	if (ut_real.io_submit)
+		return ut_real.io_submit(ctx, nr, iocbs);
+	long r = syscall(SYS_io_submit, ctx, nr, iocbs);
+	return r < 0 ? -errno : (int)r;
+}
+
+/* Marks the SQEs that the next submit will hand to the kernel. */
+static void mark_ring(void *ringp)
+{
+	if (__builtin_expect(ut_real.write == NULL, 0))
+		ut_init();
+	UT_INC(uring_submits);
+	struct ut_uring *ring = ringp;
+	if (!ring || !ring->sq.sqes || !ring->sq.kring_mask)
+		return;
+	unsigned shift = (ring->flags & UT_SETUP_SQE128) ? 7 : 6;
+	unsigned mask = *ring->sq.kring_mask;
+	for (unsigned h = ring->sq.sqe_head; h != ring->sq.sqe_tail; h++) {
+		struct ut_sqe *s =
+			(struct ut_sqe *)((char *)ring->sq.sqes + ((size_t)(h & mask) << shift));
+		if (s->opcode != UT_OP_WRITE && s->opcode != UT_OP_WRITEV &&
+		    s->opcode != UT_OP_WRITE_FIXED)
+			continue;
+		if (s->flags & UT_IOSQE_FIXED_FILE) {
+			UT_PASS(UT_R_FIXED_FILE);
+			continue;
+		}
+		uint64_t len = s->len, nseg = 1;
+		if (s->opcode == UT_OP_WRITEV) {
+			const struct iovec *v = (const struct iovec *)(uintptr_t)s->addr;
+			nseg = s->len;
+			len = 0;
+			for (uint64_t k = 0; k < nseg && v; k++)
+				len += v[k].iov_len;
+		}
+		uint32_t fl = s->rw_flags;
+		if (mark(s->fd, s->off, len, nseg, &fl)) {
+			s->rw_flags = fl;
+			UT_INC(uring_atomic);
+		}
+	}
+	ut_stats_maybe_dump();
+}
+
+UT_EXPORT int io_uring_submit(void *ring)
+{
+	mark_ring(ring);
+	return ut_real.uring_submit ? ut_real.uring_submit(ring) : -ENOSYS;
+}
+
+UT_EXPORT int io_uring_submit_and_wait(void *ring, unsigned wait_nr)
+{
+	mark_ring(ring);
+	return ut_real.uring_submit_and_wait ? ut_real.uring_submit_and_wait(ring, wait_nr)
+					     : -ENOSYS;
+}
+
+UT_EXPORT int io_uring_submit_and_wait_timeout(void *ring, void **cqe, unsigned wait_nr,
+					       void *ts, void *sigmask)
+{
+	mark_ring(ring);
+	return ut_real.uring_submit_and_wait_timeout
+		       ? ut_real.uring_submit_and_wait_timeout(ring, cqe, wait_nr, ts, sigmask)
+		       : -ENOSYS;
+}
+
+UT_EXPORT int io_uring_submit_and_get_events(void *ring)
+{
+	mark_ring(ring);
+	return ut_real.uring_submit_and_get_events ? ut_real.uring_submit_and_get_events(ring)
+						   : -ENOSYS;
+}

@@ -1,0 +1,536 @@
+/* Descriptor table, classification and the synchronous writethrough. */
+#include "untorn.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(off_t) == 8, "libuntorn needs a 64-bit off_t");
+
+struct ut_config ut_cfg = { .mode = UT_MODE_ON, .hardware = -1 };
+struct ut_stats ut_st;
+struct ut_fsinfo ut_fsi;
+struct ut_fd ut_fds[UT_TABLE_SIZE];
+struct ut_real ut_real;
+int ut_buffered_atomic = -1;
+
+static pthread_mutex_t ut_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ut_hiwater; /* highest fd number ever touched + 1 */
+static int ut_inited;
+
+/* struct statx as of Linux 6.16, declared here so that both libcs build. */
+struct ut_statx {
+	uint32_t mask, blksize;
+	uint64_t attributes;
+	uint32_t nlink, uid, gid;
+	uint16_t mode, spare0;
+	uint64_t ino, size, blocks, attributes_mask;
+	struct { int64_t sec; uint32_t nsec; int32_t pad; } t[4];
+	uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
+	uint64_t mnt_id;
+	uint32_t dio_mem_align, dio_offset_align;
+	uint64_t subvol;
+	uint32_t awu_min, awu_max, awu_segments_max, dio_read_offset_align;
+	uint32_t awu_max_opt, spare2;
+	uint64_t spare3[8];
+};
+_Static_assert(sizeof(struct ut_statx) == 256, "struct statx layout");
+
+static void *next_sym(const char *name)
+{
+	return dlsym(RTLD_NEXT, name);
+}
+
+void ut_resolve(void)
+{
+	ut_real.pwrite = next_sym("pwrite");
+	ut_real.pwritev = next_sym("pwritev");
+	ut_real.pwritev2 = next_sym("pwritev2");
+	ut_real.write = next_sym("write");
+	ut_real.writev = next_sym("writev");
+	ut_real.close = next_sym("close");
+	ut_real.dup2 = next_sym("dup2");
+	ut_real.dup3 = next_sym("dup3");
+	ut_real.close_range = next_sym("close_range");
+	ut_real.closefrom = next_sym("closefrom");
+	ut_real.execve = next_sym("execve");
+	ut_real.execvpe = next_sym("execvpe");
+	ut_real.fexecve = next_sym("fexecve");
+#ifdef __GLIBC__
+	ut_real.io_submit = dlvsym(RTLD_NEXT, "io_submit", "LIBAIO_0.4");
+#endif
+	if (!ut_real.io_submit)
+		ut_real.io_submit = next_sym("io_submit");
+	ut_real.uring_submit = next_sym("io_uring_submit");
+	ut_real.uring_submit_and_wait = next_sym("io_uring_submit_and_wait");
+	ut_real.uring_submit_and_wait_timeout = next_sym("io_uring_submit_and_wait_timeout");
+	ut_real.uring_submit_and_get_events = next_sym("io_uring_submit_and_get_events");
+}
+
+static void warn(const char *msg)
+{
+	char b[600];
+	int n = snprintf(b, sizeof b, "libuntorn[%d]: %s\n", (int)getpid(), msg);
+	if (n > 0)
+		syscall(SYS_write, 2, b, (size_t)(n < (int)sizeof b ? n : (int)sizeof b - 1));
+}
+
+static void copy_env(char *dst, size_t n, const char *name)
+{
+	const char *v = getenv(name);
+	dst[0] = 0;
+	if (v && strlen(v) < n)
+		strcpy(dst, v);
+	else if (v)
+		warn("environment value too long, ignored");
+}
+
+static void atfork_prepare(void) { pthread_mutex_lock(&ut_mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&ut_mu); }
+static void atfork_child(void)
+{
+	pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+	ut_mu = fresh;
+	ut_after_fork_child();
+}
+
+void ut_init(void)
+{
+	if (__atomic_load_n(&ut_inited, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&ut_mu);
+	if (ut_inited) {
+		pthread_mutex_unlock(&ut_mu);
+		return;
+	}
+	ut_resolve();
+	const char *m = getenv("UNTORN_MODE");
+	if (!m || !*m || !strcmp(m, "on"))
+		ut_cfg.mode = UT_MODE_ON;
+	else if (!strcmp(m, "off"))
+		ut_cfg.mode = UT_MODE_OFF;
+	else if (!strcmp(m, "strict"))
+		ut_cfg.mode = UT_MODE_STRICT;
+	else if (!strcmp(m, "unsafe-direct-bench")) {
+		const char *ok = getenv("UNTORN_BENCH_CONFIRM");
+		if (ok && !strcmp(ok, "I-accept-torn-pages")) {
+			ut_cfg.mode = UT_MODE_DIRECT_BENCH;
+		} else {
+			warn("UNTORN_MODE=unsafe-direct-bench refused (writes WITHOUT torn-page protection; "
+			     "benchmarks only, needs UNTORN_BENCH_CONFIRM=I-accept-torn-pages); using mode on");
+			ut_cfg.mode = UT_MODE_ON;
+		}
+	} else {
+		warn("UNTORN_MODE must be on, off or strict; using on");
+		ut_cfg.mode = UT_MODE_ON;
+	}
+	if (ut_cfg.mode == UT_MODE_DIRECT_BENCH)
+		warn("UNSAFE: unsafe-direct-bench mode, page writes are NOT protected against tearing");
+	const char *u = getenv("UNTORN_UNIT");
+	if (u && *u) {
+		char *end;
+		unsigned long v = strtoul(u, &end, 10);
+		if (*end == 'k' || *end == 'K')
+			v *= 1024, end++;
+		if (*end || v < 512 || v > (1UL << 30) || (v & (v - 1)))
+			warn("UNTORN_UNIT must be a power of two >= 512 (bytes, or with a K suffix); "
+			     "using the filesystem's unit min");
+		else
+			ut_cfg.unit = (uint32_t)v;
+	}
+	const char *hw = getenv("UNTORN_HARDWARE");
+	ut_cfg.hardware = (hw && !strcmp(hw, "1")) ? 1 : (hw && !strcmp(hw, "0")) ? 0 : -1;
+	copy_env(ut_cfg.stats_dir, sizeof ut_cfg.stats_dir, "UNTORN_STATS_DIR");
+	copy_env(ut_cfg.include, sizeof ut_cfg.include, "UNTORN_INCLUDE");
+	copy_env(ut_cfg.exclude, sizeof ut_cfg.exclude, "UNTORN_EXCLUDE");
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+	ut_stats_reset();
+	__atomic_store_n(&ut_inited, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&ut_mu);
+}
+
+__attribute__((constructor)) static void ut_ctor(void) { ut_init(); }
+__attribute__((destructor)) static void ut_dtor(void) { ut_stats_dump("exit"); }
+
+/* Glob lists are separated by ':' or ','; '*' also matches '/'. */
+static int glob_match(const char *list, const char *path)
+{
+	char pat[256];
+	const char *p = list;
+	while (*p) {
+		size_t n = strcspn(p, ":,");
+		if (n > 0 && n < sizeof pat) {
+			memcpy(pat, p, n);
+			pat[n] = 0;
+			if (fnmatch(pat, path, 0) == 0)
+				return 1;
+		}
+		p += n;
+		if (*p)
+			p++;
+	}
+	return 0;
+}
+
+static int ut_statx(int fd, struct ut_statx *sx)
+{
+	memset(sx, 0, sizeof *sx);
+	return (int)syscall(SYS_statx, fd, "", AT_EMPTY_PATH,
+			    UT_STATX_WRITE_ATOMIC | 0x2000U /* STATX_DIOALIGN */, sx);
+}
+
+/* Decide whether fd qualifies; called with ut_mu held. Returns the state. */
+static uint32_t classify(int fd, struct ut_fd *e)
+{
+	struct stat st;
+	struct ut_statx sx;
+	if (fstat(fd, &st) != 0)
+		return UT_FD_UNKNOWN; /* not open: never cached */
+	e->dev = st.st_dev;
+	e->ino = st.st_ino;
+	e->reason = UT_R_NOT_REGULAR;
+	if (!S_ISREG(st.st_mode))
+		return UT_FD_NO;
+	int fl = fcntl(fd, F_GETFL);
+	e->reason = UT_R_APPEND;
+	if (fl < 0 || (fl & O_APPEND))
+		return UT_FD_NO;
+	e->reason = UT_R_NOT_WRITABLE;
+	if ((fl & O_ACCMODE) == O_RDONLY)
+		return UT_FD_NO;
+	e->direct = (fl & O_DIRECT) != 0;
+	e->reason = UT_R_NOT_ATOMIC;
+	if (ut_statx(fd, &sx) != 0 || !(sx.mask & UT_STATX_WRITE_ATOMIC) ||
+	    !(sx.attributes & UT_STATX_ATTR_WRITE_ATOMIC) || sx.awu_min == 0)
+		return UT_FD_NO;
+	uint32_t unit = ut_cfg.unit ? ut_cfg.unit : sx.awu_min;
+	e->unit = unit;
+	e->unit_max = sx.awu_max;
+	ut_fsi.unit_min = sx.awu_min;
+	ut_fsi.unit_max = sx.awu_max;
+	ut_fsi.unit_max_opt = sx.awu_max_opt;
+	ut_fsi.segments_max = sx.awu_segments_max;
+	e->reason = UT_R_UNIT_RANGE;
+	if (unit < sx.awu_min || unit > sx.awu_max || (unit & (unit - 1)))
+		return UT_FD_NO;
+	e->mem_align = (sx.mask & 0x2000U) && sx.dio_mem_align ? sx.dio_mem_align : 4096;
+	if (ut_cfg.include[0] || ut_cfg.exclude[0]) {
+		char link[64], path[4096];
+		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+		ssize_t n = readlink(link, path, sizeof path - 1);
+		path[n > 0 ? n : 0] = 0;
+		e->reason = UT_R_EXCLUDED;
+		if (ut_cfg.include[0] && !glob_match(ut_cfg.include, path))
+			return UT_FD_NO;
+		if (ut_cfg.exclude[0] && glob_match(ut_cfg.exclude, path))
+			return UT_FD_NO;
+	}
+	return UT_FD_YES;
+}
+
+static void note_fd(int fd)
+{
+	int cur = __atomic_load_n(&ut_hiwater, __ATOMIC_RELAXED);
+	while (fd + 1 > cur &&
+	       !__atomic_compare_exchange_n(&ut_hiwater, &cur, fd + 1, 0, __ATOMIC_RELAXED,
+					    __ATOMIC_RELAXED))
+		;
+}
+
+static void drop_user(struct ut_fd *e)
+{
+	__atomic_fetch_sub(&e->users, 1, __ATOMIC_RELEASE);
+}
+
+void ut_release(struct ut_fd *e) { drop_user(e); }
+
+/* Returns the entry with a user reference held, or NULL and the reason. */
+struct ut_fd *ut_lookup(int fd, int *reason)
+{
+	if (fd < 0 || fd >= UT_TABLE_SIZE) {
+		*reason = UT_R_FD_RANGE;
+		return NULL;
+	}
+	struct ut_fd *e = &ut_fds[fd];
+	for (int tries = 0; tries < 4; tries++) {
+		uint32_t s = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+		if (s == UT_FD_UNKNOWN) {
+			pthread_mutex_lock(&ut_mu);
+			s = e->state;
+			if (s == UT_FD_UNKNOWN) {
+				note_fd(fd);
+				s = classify(fd, e);
+				__atomic_store_n(&e->state, s, __ATOMIC_RELEASE);
+			}
+			pthread_mutex_unlock(&ut_mu);
+			if (s == UT_FD_UNKNOWN) {
+				*reason = UT_R_UNKNOWN_FD;
+				return NULL;
+			}
+		}
+		if (s == UT_FD_NO) {
+			*reason = (int)e->reason;
+			return NULL;
+		}
+		__atomic_fetch_add(&e->users, 1, __ATOMIC_ACQ_REL);
+		if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != UT_FD_YES) {
+			drop_user(e);
+			continue;
+		}
+		/* The number may have been reused behind our back (a close we did
+		 * not see): the companion must belong to the same file. */
+		struct stat st;
+		if (fstat(fd, &st) == 0 && st.st_dev == e->dev && st.st_ino == e->ino)
+			return e;
+		drop_user(e);
+		ut_forget(fd);
+	}
+	*reason = UT_R_UNKNOWN_FD;
+	return NULL;
+}
+
+int ut_unit_ok(const struct ut_fd *e, size_t len, off_t off)
+{
+	uint64_t m = e->unit - 1;
+	return len > 0 && ((len | (uint64_t)off) & m) == 0;
+}
+
+/* Closes fd's companion (if any) and marks the number unknown. */
+void ut_forget(int fd)
+{
+	if (fd < 0 || fd >= UT_TABLE_SIZE)
+		return;
+	struct ut_fd *e = &ut_fds[fd];
+	int owner = __atomic_load_n(&e->owner, __ATOMIC_ACQUIRE);
+	uint32_t s = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+	if (owner == 0 && s != UT_FD_YES) {
+		if (s != UT_FD_UNKNOWN)
+			__atomic_store_n(&e->state, UT_FD_UNKNOWN, __ATOMIC_RELEASE);
+		return;
+	}
+	pthread_mutex_lock(&ut_mu);
+	if (e->owner > 0) {
+		/* The caller closes a number we use as a companion. */
+		struct ut_fd *o = &ut_fds[e->owner - 1];
+		while (__atomic_load_n(&o->users, __ATOMIC_ACQUIRE) != 0)
+			sched_yield();
+		if (o->companion == fd)
+			__atomic_store_n(&o->companion, -1, __ATOMIC_RELEASE);
+		e->owner = 0;
+	}
+	__atomic_store_n(&e->state, UT_FD_UNKNOWN, __ATOMIC_RELEASE);
+	while (__atomic_load_n(&e->users, __ATOMIC_ACQUIRE) != 0)
+		sched_yield();
+	if (e->companion >= 0) {
+		int c = e->companion;
+		e->companion = -1;
+		if (c < UT_TABLE_SIZE)
+			ut_fds[c].owner = 0;
+		syscall(SYS_close, c);
+	}
+	pthread_mutex_unlock(&ut_mu);
+}
+
+void ut_forget_range(unsigned first, unsigned last)
+{
+	int hi = __atomic_load_n(&ut_hiwater, __ATOMIC_RELAXED);
+	if (last >= (unsigned)hi)
+		last = hi > 0 ? (unsigned)hi - 1 : 0;
+	for (unsigned fd = first; fd <= last && fd < UT_TABLE_SIZE; fd++)
+		ut_forget((int)fd);
+}
+
+void ut_after_fork_child(void)
+{
+	int hi = ut_hiwater;
+	for (int i = 0; i < hi; i++)
+		ut_fds[i].users = 0;
+	ut_stats_reset();
+}
+
+/* Opens the O_DIRECT companion of fd; called without a user reference. */
+static int open_companion(int fd, struct ut_fd *e)
+{
+	int ok = 0;
+	pthread_mutex_lock(&ut_mu);
+	if (e->state == UT_FD_YES && e->companion >= 0) {
+		ok = 1;
+	} else if (e->state == UT_FD_YES) {
+		char link[64];
+		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+		int c = (int)syscall(SYS_openat, AT_FDCWD, link, O_WRONLY | O_DIRECT | O_CLOEXEC);
+		struct stat st;
+		if (c >= 0 && (fstat(c, &st) != 0 || st.st_dev != e->dev || st.st_ino != e->ino)) {
+			syscall(SYS_close, c);
+			c = -1;
+		}
+		if (c >= 0) {
+			note_fd(c);
+			if (c < UT_TABLE_SIZE) {
+				ut_fds[c].state = UT_FD_UNKNOWN;
+				ut_fds[c].owner = fd + 1;
+			}
+			__atomic_store_n(&e->companion, c, __ATOMIC_RELEASE);
+			UT_INC(companion_opens);
+			ok = 1;
+		}
+	}
+	pthread_mutex_unlock(&ut_mu);
+	return ok;
+}
+
+/* Per-thread aligned bounce buffer. */
+static __thread char *ut_bounce;
+static __thread size_t ut_bounce_len;
+static pthread_key_t ut_bounce_key;
+static pthread_once_t ut_bounce_once = PTHREAD_ONCE_INIT;
+
+static void bounce_free(void *p)
+{
+	if (p)
+		munmap(p, ut_bounce_len);
+}
+static void bounce_key(void) { pthread_key_create(&ut_bounce_key, bounce_free); }
+
+static char *bounce(size_t len)
+{
+	if (ut_bounce_len >= len)
+		return ut_bounce;
+	pthread_once(&ut_bounce_once, bounce_key);
+	if (ut_bounce)
+		munmap(ut_bounce, ut_bounce_len);
+	size_t n = (len + 4095) & ~(size_t)4095;
+	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		ut_bounce = NULL;
+		ut_bounce_len = 0;
+		return NULL;
+	}
+	ut_bounce = p;
+	ut_bounce_len = n;
+	pthread_setspecific(ut_bounce_key, p);
+	return p;
+}
+
+/* Copies len bytes starting at byte skip of the iovec array into dst. */
+static void gather(char *dst, const struct iovec *iov, int cnt, size_t skip, size_t len)
+{
+	for (int i = 0; i < cnt && len > 0; i++) {
+		size_t l = iov[i].iov_len;
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		size_t n = l - skip < len ? l - skip : len;
+		memcpy(dst, (const char *)iov[i].iov_base + skip, n);
+		dst += n;
+		len -= n;
+		skip = 0;
+	}
+}
+
+static ssize_t raw_pwritev2(int fd, const struct iovec *v, int cnt, off_t off, int flags)
+{
+	ssize_t r;
+	do
+		r = syscall(SYS_pwritev2, fd, v, cnt, (long)off, 0L, flags);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+/*
+ * Writes len bytes (a multiple of e->unit at an aligned offset) as unit-sized
+ * untorn pieces. Returns the byte count, or -1 with errno; errno ENOTSUP with
+ * *fallback set means "nothing written, pass the call through".
+ */
+ssize_t ut_write_at(int fd, struct ut_fd *e, const struct iovec *iov, int cnt, size_t len,
+		    off_t off, int flags)
+{
+	size_t unit = e->unit, done = 0;
+	int atomic = ut_cfg.mode == UT_MODE_DIRECT_BENCH ? 0 : RWF_ATOMIC;
+	int target = -1, buffered = 0;
+
+	if (e->direct) {
+		target = fd;
+	} else if (atomic && __atomic_load_n(&ut_buffered_atomic, __ATOMIC_RELAXED) != 0) {
+		target = fd;
+		buffered = 1;
+	}
+	while (done < len) {
+		if (target < 0) {
+			int c = __atomic_load_n(&e->companion, __ATOMIC_ACQUIRE);
+			if (c < 0) {
+				drop_user(e);
+				int ok = open_companion(fd, e);
+				__atomic_fetch_add(&e->users, 1, __ATOMIC_ACQ_REL);
+				c = __atomic_load_n(&e->companion, __ATOMIC_ACQUIRE);
+				if (!ok || c < 0 || e->state != UT_FD_YES) {
+					errno = ENOTSUP;
+					return done ? (ssize_t)done : -1;
+				}
+			}
+			target = c;
+		}
+		struct iovec one;
+		int align = buffered ? 1 : (int)e->mem_align;
+		if (cnt == 1 && ((uintptr_t)iov[0].iov_base + done) % (uintptr_t)align == 0) {
+			one.iov_base = (char *)iov[0].iov_base + done;
+		} else {
+			char *b = bounce(unit);
+			if (!b) {
+				errno = ENOTSUP;
+				return done ? (ssize_t)done : -1;
+			}
+			gather(b, iov, cnt, done, unit);
+			one.iov_base = b;
+		}
+		one.iov_len = unit;
+		ssize_t r = raw_pwritev2(target, &one, 1, off + (off_t)done, flags | atomic);
+		if (r < 0 && buffered && (errno == EOPNOTSUPP || errno == EINVAL)) {
+			/* The kernel has no buffered RWF_ATOMIC: writethrough from now on. */
+			__atomic_store_n(&ut_buffered_atomic, 0, __ATOMIC_RELAXED);
+			buffered = 0;
+			target = -1;
+			continue;
+		}
+		if (r < 0) {
+			int err = errno;
+			UT_INC(write_errors);
+			if (done)
+				return (ssize_t)done;
+			errno = (err == EINVAL || err == EOPNOTSUPP) ? ENOTSUP : err;
+			return -1;
+		}
+		if (buffered && ut_buffered_atomic < 0)
+			__atomic_store_n(&ut_buffered_atomic, 1, __ATOMIC_RELAXED);
+		if (atomic) {
+			UT_INC(atomic_syscalls);
+			if (buffered)
+				UT_INC(buffered_atomic);
+			else if (e->direct)
+				UT_INC(direct_fd_atomic);
+		}
+		done += (size_t)r;
+		if ((size_t)r < unit)
+			break;
+	}
+	if (len > unit)
+		UT_INC(split_writes);
+	if (atomic) {
+		UT_INC(atomic_writes);
+		UT_ADD(atomic_bytes, done);
+	} else {
+		UT_INC(direct_unsafe);
+	}
+	return (ssize_t)done;
+}

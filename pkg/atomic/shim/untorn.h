@@ -1,0 +1,148 @@
+/* Internal interfaces of the untorn preload library (libuntorn.so). */
+#ifndef UNTORN_H
+#define UNTORN_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* Kernel ABI values that Debian bookworm's headers predate. */
+#ifndef RWF_ATOMIC
+#define RWF_ATOMIC 0x00000040
+#endif
+#ifndef RWF_HIPRI
+#define RWF_HIPRI 0x00000001
+#define RWF_DSYNC 0x00000002
+#define RWF_SYNC 0x00000004
+#endif
+#ifndef RWF_APPEND
+#define RWF_APPEND 0x00000010
+#endif
+#define UT_STATX_WRITE_ATOMIC 0x00010000U
+#define UT_STATX_ATTR_WRITE_ATOMIC 0x00400000ULL
+
+/* Descriptors at or above this number are never tracked (passed through). */
+#define UT_TABLE_SIZE 65536
+
+enum ut_mode { UT_MODE_OFF, UT_MODE_ON, UT_MODE_STRICT, UT_MODE_DIRECT_BENCH };
+
+/* Why a write was passed through unchanged; indexes ut_stats.pass. */
+enum ut_reason {
+	UT_R_OFF,          /* UNTORN_MODE=off */
+	UT_R_UNALIGNED,    /* offset or length not a multiple of the unit */
+	UT_R_NOT_REGULAR,  /* pipe, socket, device, ... */
+	UT_R_NOT_ATOMIC,   /* the filesystem reports no atomic writes */
+	UT_R_UNIT_RANGE,   /* the unit is outside the filesystem's [min,max] */
+	UT_R_APPEND,       /* O_APPEND descriptor or RWF_APPEND */
+	UT_R_EXCLUDED,     /* path filter */
+	UT_R_NOT_WRITABLE, /* descriptor opened read-only */
+	UT_R_FD_RANGE,     /* descriptor number >= UT_TABLE_SIZE */
+	UT_R_APP_FLAGS,    /* caller's own RWF flags we do not combine with */
+	UT_R_ERROR,        /* companion could not be opened or write rejected */
+	UT_R_SEGMENTS,     /* aio/uring write with more than one segment */
+	UT_R_UNSPLITTABLE, /* aio/uring write longer than one atomic write */
+	UT_R_BUFFERED_ASYNC, /* aio/uring write on a buffered descriptor */
+	UT_R_FIXED_FILE,   /* io_uring registered file: descriptor unknown */
+	UT_R_UNKNOWN_FD,   /* fd state changed under us (closed concurrently) */
+	UT_R_COUNT
+};
+
+struct ut_stats {
+	uint64_t atomic_writes;   /* write calls made untorn (all paths) */
+	uint64_t atomic_bytes;
+	uint64_t atomic_syscalls; /* pwritev2(RWF_ATOMIC) pieces issued */
+	uint64_t split_writes;    /* calls split into more than one piece */
+	uint64_t buffered_atomic; /* pieces written with kernel buffered RWF_ATOMIC */
+	uint64_t direct_fd_atomic;/* pieces written on an O_DIRECT caller fd */
+	uint64_t companion_opens;
+	uint64_t aio_atomic;      /* libaio iocbs given RWF_ATOMIC */
+	uint64_t uring_atomic;    /* io_uring SQEs given RWF_ATOMIC */
+	uint64_t uring_submits;   /* liburing submit calls seen */
+	uint64_t aio_submits;     /* io_submit calls seen */
+	uint64_t direct_unsafe;   /* unsafe-direct-bench writes (no RWF_ATOMIC) */
+	uint64_t strict_failures; /* writes failed with EIO in strict mode */
+	uint64_t write_errors;    /* atomic writes that returned an error */
+	uint64_t pass[UT_R_COUNT];
+};
+
+struct ut_fd {
+	uint32_t state;  /* UT_FD_* (atomic access) */
+	uint32_t reason; /* for UT_FD_NO */
+	uint32_t users;  /* writers inside the companion (atomic) */
+	int32_t companion; /* -1: not opened yet */
+	int32_t owner;     /* > 0: this number is the companion of fd owner-1 */
+	uint32_t unit;
+	uint32_t unit_max; /* the filesystem's atomic unit max */
+	uint32_t direct; /* caller's descriptor is O_DIRECT */
+	uint32_t mem_align;
+	uint64_t dev, ino;
+};
+
+enum { UT_FD_UNKNOWN = 0, UT_FD_NO = 1, UT_FD_YES = 2 };
+
+struct ut_config {
+	int mode;
+	uint32_t unit;      /* 0: the filesystem's unit min */
+	int hardware;       /* -1 unknown, 0, 1 (UNTORN_HARDWARE) */
+	char stats_dir[512];
+	char include[1024];
+	char exclude[1024];
+};
+
+/* The last atomic filesystem seen (statx), for the counters. */
+struct ut_fsinfo {
+	uint32_t unit_min, unit_max, unit_max_opt, segments_max;
+};
+
+extern struct ut_config ut_cfg;
+extern struct ut_fsinfo ut_fsi;
+extern struct ut_stats ut_st;
+extern struct ut_fd ut_fds[UT_TABLE_SIZE];
+extern int ut_buffered_atomic; /* -1 unknown, 0 no, 1 kernel accepts it */
+
+#define UT_INC(field) __atomic_fetch_add(&ut_st.field, 1, __ATOMIC_RELAXED)
+#define UT_ADD(field, n) __atomic_fetch_add(&ut_st.field, (n), __ATOMIC_RELAXED)
+#define UT_PASS(r) __atomic_fetch_add(&ut_st.pass[(r)], 1, __ATOMIC_RELAXED)
+
+/* Real functions, resolved with dlsym(RTLD_NEXT). */
+struct ut_real {
+	ssize_t (*pwrite)(int, const void *, size_t, off_t);
+	ssize_t (*pwritev)(int, const struct iovec *, int, off_t);
+	ssize_t (*pwritev2)(int, const struct iovec *, int, off_t, int);
+	ssize_t (*write)(int, const void *, size_t);
+	ssize_t (*writev)(int, const struct iovec *, int);
+	int (*close)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	int (*close_range)(unsigned, unsigned, int);
+	void (*closefrom)(int);
+	int (*execve)(const char *, char *const[], char *const[]);
+	int (*execvpe)(const char *, char *const[], char *const[]);
+	int (*fexecve)(int, char *const[], char *const[]);
+	int (*io_submit)(void *, long, void **);
+	int (*uring_submit)(void *);
+	int (*uring_submit_and_wait)(void *, unsigned);
+	int (*uring_submit_and_wait_timeout)(void *, void **, unsigned, void *, void *);
+	int (*uring_submit_and_get_events)(void *);
+};
+extern struct ut_real ut_real;
+void ut_resolve(void);
+
+/* core.c */
+void ut_init(void);
+struct ut_fd *ut_lookup(int fd, int *reason);
+ssize_t ut_write_at(int fd, struct ut_fd *e, const struct iovec *iov, int cnt,
+		    size_t len, off_t off, int flags);
+void ut_release(struct ut_fd *e);
+int ut_unit_ok(const struct ut_fd *e, size_t len, off_t off);
+void ut_forget(int fd);
+void ut_forget_range(unsigned first, unsigned last);
+void ut_after_fork_child(void);
+
+/* stats.c */
+void ut_stats_dump(const char *why);
+void ut_stats_maybe_dump(void);
+void ut_stats_reset(void);
+const char *ut_reason_name(int r);
+
+#endif
