@@ -313,7 +313,7 @@ void ut_forget(int fd)
 	struct ut_fd *e = &ut_fds[fd];
 	int owner = __atomic_load_n(&e->owner, __ATOMIC_ACQUIRE);
 	uint32_t s = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
-	if (owner == 0 && s != UT_FD_YES) {
+	if (owner == 0 && s != UT_FD_YES && e->companion1 == 0) {
 		if (s != UT_FD_UNKNOWN)
 			__atomic_store_n(&e->state, UT_FD_UNKNOWN, __ATOMIC_RELEASE);
 		return;
@@ -324,16 +324,16 @@ void ut_forget(int fd)
 		struct ut_fd *o = &ut_fds[e->owner - 1];
 		while (__atomic_load_n(&o->users, __ATOMIC_ACQUIRE) != 0)
 			sched_yield();
-		if (o->companion == fd)
-			__atomic_store_n(&o->companion, -1, __ATOMIC_RELEASE);
+		if (o->companion1 == fd + 1)
+			__atomic_store_n(&o->companion1, 0, __ATOMIC_RELEASE);
 		e->owner = 0;
 	}
 	__atomic_store_n(&e->state, UT_FD_UNKNOWN, __ATOMIC_RELEASE);
 	while (__atomic_load_n(&e->users, __ATOMIC_ACQUIRE) != 0)
 		sched_yield();
-	if (e->companion >= 0) {
-		int c = e->companion;
-		e->companion = -1;
+	if (e->companion1 > 0) {
+		int c = e->companion1 - 1;
+		e->companion1 = 0;
 		if (c < UT_TABLE_SIZE)
 			ut_fds[c].owner = 0;
 		syscall(SYS_close, c);
@@ -363,7 +363,7 @@ static int open_companion(int fd, struct ut_fd *e)
 {
 	int ok = 0;
 	pthread_mutex_lock(&ut_mu);
-	if (e->state == UT_FD_YES && e->companion >= 0) {
+	if (e->state == UT_FD_YES && e->companion1 > 0) {
 		ok = 1;
 	} else if (e->state == UT_FD_YES) {
 		char link[64];
@@ -380,7 +380,7 @@ static int open_companion(int fd, struct ut_fd *e)
 				ut_fds[c].state = UT_FD_UNKNOWN;
 				ut_fds[c].owner = fd + 1;
 			}
-			__atomic_store_n(&e->companion, c, __ATOMIC_RELEASE);
+			__atomic_store_n(&e->companion1, c + 1, __ATOMIC_RELEASE);
 			UT_INC(companion_opens);
 			ok = 1;
 		}
@@ -468,12 +468,12 @@ ssize_t ut_write_at(int fd, struct ut_fd *e, const struct iovec *iov, int cnt, s
 	}
 	while (done < len) {
 		if (target < 0) {
-			int c = __atomic_load_n(&e->companion, __ATOMIC_ACQUIRE);
+			int c = __atomic_load_n(&e->companion1, __ATOMIC_ACQUIRE) - 1;
 			if (c < 0) {
 				drop_user(e);
 				int ok = open_companion(fd, e);
 				__atomic_fetch_add(&e->users, 1, __ATOMIC_ACQ_REL);
-				c = __atomic_load_n(&e->companion, __ATOMIC_ACQUIRE);
+				c = __atomic_load_n(&e->companion1, __ATOMIC_ACQUIRE) - 1;
 				if (!ok || c < 0 || e->state != UT_FD_YES) {
 					errno = ENOTSUP;
 					return done ? (ssize_t)done : -1;

@@ -69,7 +69,7 @@ struct ut_fd {
 	uint32_t state;  /* UT_FD_* (atomic access) */
 	uint32_t reason; /* for UT_FD_NO */
 	uint32_t users;  /* writers inside the companion (atomic) */
-	int32_t companion; /* -1: not opened yet */
+	int32_t companion1; /* companion descriptor + 1; 0: not opened yet */
 	int32_t owner;     /* > 0: this number is the companion of fd owner-1 */
 	uint32_t unit;
 	uint32_t unit_max; /* the filesystem's atomic unit max */
