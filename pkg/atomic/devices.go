@@ -120,10 +120,17 @@ func (s Sysfs) sysDir(device string) (string, error) {
 func (s Sysfs) byName(device, name string) (string, error) {
 	link := filepath.Join(s.root(), "class", "block", name)
 	dir, err := filepath.EvalSymlinks(link)
-	if err != nil {
-		return "", fmt.Errorf("%w: %s: no %s", ErrNotBlockDevice, device, link)
+	if err == nil {
+		return dir, nil
 	}
-	return dir, nil
+	// A device-mapper name (/dev/mapper/vg-lv) is in <dm-N>/dm/name.
+	names, _ := filepath.Glob(filepath.Join(s.root(), "class", "block", "*", "dm", "name"))
+	for _, n := range names {
+		if b, err := os.ReadFile(n); err == nil && strings.TrimSpace(string(b)) == name {
+			return filepath.EvalSymlinks(filepath.Dir(filepath.Dir(n)))
+		}
+	}
+	return "", fmt.Errorf("%w: %s: no %s", ErrNotBlockDevice, device, link)
 }
 
 // readLimits reads the limits of the sysfs block directory dir. A partition
