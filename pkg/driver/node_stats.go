@@ -1,0 +1,242 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"k8s.io/klog/v2"
+)
+
+func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
+	resp, err := d.nodeStats(ctx, req)
+	return resp, toStatus(err)
+}
+
+func (d *Driver) nodeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
+	id, p := req.GetVolumeId(), req.GetVolumePath()
+	if id == "" {
+		return nil, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	}
+	if err := checkPath("volume_path", p); err != nil {
+		return nil, err
+	}
+	if _, err := d.getVolume(ctx, id); err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: volume_path %s does not exist", ErrVolumeNotFound, p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", p, err)
+	}
+	resp := &csi.NodeGetVolumeStatsResponse{}
+	if fi.Mode()&os.ModeDevice != 0 {
+		size, err := deviceSize(p)
+		if err != nil {
+			return nil, err
+		}
+		resp.Usage = []*csi.VolumeUsage{{Unit: csi.VolumeUsage_BYTES, Total: size}}
+		return resp, nil
+	}
+	fs, err := fsStats(p)
+	if err != nil {
+		return nil, err
+	}
+	resp.Usage = []*csi.VolumeUsage{
+		{Unit: csi.VolumeUsage_BYTES, Total: fs.total, Available: fs.avail, Used: fs.total - fs.free},
+		{Unit: csi.VolumeUsage_INODES, Total: fs.inodes, Available: fs.inodesFree, Used: fs.inodes - fs.inodesFree},
+	}
+	return resp, nil
+}
+
+// Health reasons reported by NodeGetVolumeHealth.
+const (
+	healthNotStaged         = "NotStaged"
+	healthNotMounted        = "NotMounted"
+	healthAtomicNotVerified = "AtomicWritesNotVerified"
+	healthDeviceMissing     = "DeviceMissing"
+	storageBackendNotUsable = "BackendNotUsable"
+)
+
+func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
+	resp, err := d.nodeHealth(ctx, req)
+	return resp, toStatus(err)
+}
+
+// nodeHealth reports a volume as INACCESSIBLE when its mount (or device)
+// is gone and DEGRADED when atomic writes verified at staging no longer
+// verify; a volume staged without atomic writes (policy prefer) is healthy.
+func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
+	id := req.GetVolumeId()
+	if id == "" {
+		return nil, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	}
+	for _, f := range []struct{ name, p string }{{"volume_publish_path", req.GetVolumePublishPath()}, {"staging_target_path", req.GetStagingTargetPath()}} {
+		if f.p != "" {
+			if err := checkPath(f.name, f.p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if _, err := d.getVolume(ctx, id); err != nil {
+		return nil, err
+	}
+	health := &csi.VolumeHealth{VolumeId: id}
+	resp := &csi.NodeGetVolumeHealthResponse{VolumeHealth: health}
+	bad := func(t csi.VolumeHealthErrorType, reason, msg string) {
+		health.HealthStatuses = append(health.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{Status: t, Reason: reason, Message: msg})
+	}
+	st, staged, err := d.state.get(id)
+	if err != nil {
+		return nil, err
+	}
+	if !staged {
+		if req.GetStagingTargetPath() != "" || req.GetVolumePublishPath() != "" {
+			bad(csi.VolumeHealthErrorType_INACCESSIBLE, healthNotStaged, "the volume is not staged on this node")
+		}
+		return resp, nil
+	}
+	if st.Block {
+		if _, err := os.Stat(st.Device); err != nil {
+			bad(csi.VolumeHealthErrorType_INACCESSIBLE, healthDeviceMissing, fmt.Sprintf("device %s: %v", st.Device, err))
+		}
+		return resp, nil
+	}
+	staging := req.GetStagingTargetPath()
+	if staging == "" {
+		staging = st.StagingPath
+	}
+	for _, p := range []string{staging, req.GetVolumePublishPath()} {
+		if p == "" {
+			continue
+		}
+		if mounted, err := d.mounter.IsMountPoint(p); err != nil || !mounted {
+			bad(csi.VolumeHealthErrorType_INACCESSIBLE, healthNotMounted, fmt.Sprintf("%s is not mounted", p))
+			return resp, nil
+		}
+	}
+	if !st.Verified.Atomic {
+		return resp, nil
+	}
+	v, err := d.atomic.Verify(staging, st.Unit)
+	if err == nil && !v.Atomic {
+		err = errors.New(v.Reason)
+	}
+	if err != nil {
+		d.metrics.VerificationFailed(id)
+		d.metrics.SetVolumeAtomic(id, uint64(v.UnitMin), uint64(v.UnitMax), false, st.Hardware)
+		klog.InfoS("atomic write verification failed", "volumeID", id, "stagingPath", staging, "err", err)
+		bad(csi.VolumeHealthErrorType_DEGRADED, healthAtomicNotVerified,
+			fmt.Sprintf("atomic writes of %d bytes no longer verify: %v", st.Unit, err))
+		return resp, nil
+	}
+	d.metrics.SetVolumeAtomic(id, uint64(v.UnitMin), uint64(v.UnitMax), true, st.Hardware)
+	return resp, nil
+}
+
+func (d *Driver) NodeGetStorageHealth(ctx context.Context, _ *csi.NodeGetStorageHealthRequest) (*csi.NodeGetStorageHealthResponse, error) {
+	resp := &csi.NodeGetStorageHealthResponse{}
+	if err := d.backend.Check(ctx); err != nil {
+		resp.BackendHealth = append(resp.BackendHealth, &csi.NodeGetStorageHealthResponse_StorageBackendHealth{
+			Status: csi.StorageHealthErrorType_STORAGE_UNREACHABLE, Reason: storageBackendNotUsable, Message: err.Error()})
+	}
+	return resp, nil
+}
+
+func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
+	resp, err := d.nodeExpand(ctx, req)
+	return resp, toStatus(err)
+}
+
+func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
+	id, p := req.GetVolumeId(), req.GetVolumePath()
+	if id == "" {
+		return nil, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	}
+	if err := checkPath("volume_path", p); err != nil {
+		return nil, err
+	}
+	if c := req.GetVolumeCapability(); c != nil {
+		if err := checkCapability(c, ""); err != nil {
+			return nil, err
+		}
+	}
+	release, err := d.inflight.acquire(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	vol, err := d.getVolume(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: volume_path %s does not exist", ErrVolumeNotFound, p)
+	}
+	spec, err := parseVolumeContext(vol.Meta)
+	if err != nil {
+		return nil, err
+	}
+	size := vol.SizeBytes
+	if cr := req.GetCapacityRange(); cr != nil {
+		if size, err = d.volumeSize(cr, spec); err != nil {
+			return nil, err
+		}
+	}
+	// Grow the backend volume (a no-op when the controller already did)
+	// and make the device see its new size.
+	vol, err = d.backend.Expand(ctx, id, max(size, vol.SizeBytes))
+	if err != nil {
+		return nil, fmt.Errorf("expand volume %s: %w", id, err)
+	}
+	st, staged, err := d.state.get(id)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetVolumeCapability().GetBlock() != nil || (staged && st.Block) {
+		return &csi.NodeExpandVolumeResponse{CapacityBytes: vol.SizeBytes}, nil
+	}
+	dev, err := d.backend.Attach(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	mountPath := p
+	if req.GetStagingTargetPath() != "" {
+		mountPath = req.GetStagingTargetPath()
+	} else if staged {
+		mountPath = st.StagingPath
+	}
+	if _, err := d.resizer.Resize(dev, mountPath); err != nil {
+		return nil, fmt.Errorf("grow filesystem on %s at %s: %w", dev, mountPath, err)
+	}
+	klog.InfoS("expanded volume on node", "volumeID", id, "sizeBytes", vol.SizeBytes, "device", dev)
+	return &csi.NodeExpandVolumeResponse{CapacityBytes: vol.SizeBytes}, nil
+}
+
+func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+	return &csi.NodeGetInfoResponse{
+		NodeId:             d.opts.NodeID,
+		MaxVolumesPerNode:  d.opts.MaxVolumes,
+		AccessibleTopology: d.topology(),
+	}, nil
+}
+
+func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+	var caps []*csi.NodeServiceCapability
+	for _, t := range []csi.NodeServiceCapability_RPC_Type{
+		csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
+		csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
+		csi.NodeServiceCapability_RPC_EXPAND_VOLUME,
+		csi.NodeServiceCapability_RPC_GET_VOLUME_HEALTH,
+		csi.NodeServiceCapability_RPC_GET_STORAGE_HEALTH,
+		csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	} {
+		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{
+			Rpc: &csi.NodeServiceCapability_RPC{Type: t}}})
+	}
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
+}
