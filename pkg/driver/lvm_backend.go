@@ -1,0 +1,622 @@
+package driver
+
+import (
+	"bytes"
+	"context"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"k8s.io/klog/v2"
+	"k8s.io/utils/exec"
+)
+
+// LVM tags. Every LV the backend creates carries lvmOwnerTag; the backend
+// never returns, changes or removes an LV without it. Each metadata entry is
+// one tag "untorn.m.<KEY>.<VALUE>" with key and value in unpadded base32
+// (RFC 4648 alphabet A-Z2-7), which stays inside LVM's tag character set
+// (A-Za-z0-9_+.-/=!:&#) whatever the key and value hold.
+const (
+	lvmOwnerTag      = "untorn.csi.dev"
+	lvmMetaTagPrefix = "untorn.m."
+	// lvmMaxTagLen caps one tag. lvm2 2.03 accepts longer tags, but every
+	// tag lives in the VG metadata area, which every LVM command reads.
+	lvmMaxTagLen = 1024
+	// lvmMaxFullName is the longest "VG/LV" lvm2 2.03 accepts.
+	lvmMaxFullName = 125
+	// lvmDefaultExtent is LVM's default extent size, used as the allocation
+	// unit until vgs has reported the real one.
+	lvmDefaultExtent = 4 << 20
+)
+
+var lvmTagEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// Fields the backend reads from lvs and vgs.
+const (
+	lvFields = "lv_name,lv_size,lv_attr,lv_path,lv_dm_path,lv_tags"
+	vgFields = "vg_name,vg_size,vg_free,vg_extent_size"
+)
+
+// LVMBackend carves linear logical volumes out of one LVM volume group. It
+// drives the lvm2 commands through an exec.Interface, so tests can script
+// them; every command runs with LC_ALL=C and reports in JSON.
+type LVMBackend struct {
+	vg     string
+	runner exec.Interface
+	env    []string
+	// extent is the VG's extent size in bytes, refreshed by every vgs call.
+	extent atomic.Int64
+}
+
+var _ Backend = (*LVMBackend)(nil)
+
+// NewLVMBackend returns a backend for volume group vg. It runs no command;
+// Check tells whether the VG is usable.
+func NewLVMBackend(vg string, runner exec.Interface) *LVMBackend {
+	b := &LVMBackend{vg: vg, runner: runner, env: lvmEnv(os.Environ())}
+	b.extent.Store(lvmDefaultExtent)
+	return b
+}
+
+// lvmEnv is the environment of every lvm command: the driver's own without
+// locale settings, then LC_ALL=C so messages are the untranslated ones the
+// error mapping looks for, and no warnings about inherited descriptors.
+func lvmEnv(base []string) []string {
+	env := make([]string, 0, len(base)+2)
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "LANG" || k == "LANGUAGE" || strings.HasPrefix(k, "LC_") || k == "LVM_SUPPRESS_FD_WARNINGS" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "LC_ALL=C", "LVM_SUPPRESS_FD_WARNINGS=1")
+}
+
+// Name implements Backend.
+func (b *LVMBackend) Name() string { return "lvm" }
+
+// AllocationUnit is the VG's extent size (LVM's default 4 MiB until the
+// first vgs call has reported it).
+func (b *LVMBackend) AllocationUnit() int64 { return b.extent.Load() }
+
+// Check runs vgs on the volume group; any failure wraps ErrBackendUnavailable.
+func (b *LVMBackend) Check(ctx context.Context) error {
+	if _, err := b.vgInfo(ctx); err != nil {
+		if errors.Is(err, ErrBackendUnavailable) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrBackendUnavailable, err)
+	}
+	return nil
+}
+
+// Capacity is the VG's free space.
+func (b *LVMBackend) Capacity(ctx context.Context) (int64, error) {
+	vg, err := b.vgInfo(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return vg.free, nil
+}
+
+// Create makes a linear LV named id. Old signatures at its extents are wiped
+// and its first 4 KiB zeroed (-W y -Z y), so a filesystem a removed LV left
+// there never shows through and the node formats the new volume.
+func (b *LVMBackend) Create(ctx context.Context, id string, sizeBytes int64, meta map[string]string) (BackendVolume, error) {
+	if err := ValidateLVName(b.vg, id); err != nil {
+		return BackendVolume{}, fmt.Errorf("%w: volume ID: %w", ErrInvalidArgument, err)
+	}
+	if sizeBytes <= 0 {
+		return BackendVolume{}, fmt.Errorf("%w: volume size %d must be positive", ErrInvalidArgument, sizeBytes)
+	}
+	tags, err := encodeMetaTags(meta)
+	if err != nil {
+		return BackendVolume{}, err
+	}
+	if v, err := b.Get(ctx, id); err == nil {
+		return v, nil
+	} else if !errors.Is(err, ErrVolumeNotFound) {
+		return BackendVolume{}, err
+	} else if errors.Is(err, errForeignLV) {
+		return BackendVolume{}, fmt.Errorf("%w: %w", ErrAlreadyExists, err)
+	}
+	args := []string{"--yes", "--type", "linear", "-n", id, "-L", strconv.FormatInt(sizeBytes, 10) + "b",
+		"-W", "y", "-Z", "y", "--addtag", lvmOwnerTag}
+	for _, t := range tags {
+		args = append(args, "--addtag", t)
+	}
+	args = append(args, b.vg)
+	if _, err := b.run(ctx, "lvcreate", args...); err != nil {
+		if !errors.Is(err, errLVExists) {
+			return BackendVolume{}, err
+		}
+		// Created by a concurrent call in the meantime: report what is there.
+	}
+	klog.V(4).InfoS("created logical volume", "vg", b.vg, "lv", id, "sizeBytes", sizeBytes)
+	return b.Get(ctx, id)
+}
+
+// Get returns the LV named id, or ErrVolumeNotFound (also for an LV of that
+// name the backend did not create).
+func (b *LVMBackend) Get(ctx context.Context, id string) (BackendVolume, error) {
+	lv, err := b.lv(ctx, id)
+	if err != nil {
+		return BackendVolume{}, err
+	}
+	return lv.volume(), nil
+}
+
+// Delete removes the LV named id. A missing LV, or one the backend did not
+// create, is left alone and is not an error.
+func (b *LVMBackend) Delete(ctx context.Context, id string) error {
+	if _, err := b.lv(ctx, id); err != nil {
+		if errors.Is(err, errForeignLV) {
+			klog.InfoS("not deleting a logical volume untorn did not create", "vg", b.vg, "lv", id)
+			return nil
+		}
+		if errors.Is(err, ErrVolumeNotFound) {
+			return nil
+		}
+		return err
+	}
+	if _, err := b.run(ctx, "lvremove", "-y", b.vg+"/"+id); err != nil {
+		if errors.Is(err, ErrVolumeNotFound) {
+			return nil
+		}
+		return err
+	}
+	klog.V(4).InfoS("removed logical volume", "vg", b.vg, "lv", id)
+	return nil
+}
+
+// Expand grows the LV to at least sizeBytes; a larger LV is left as it is.
+func (b *LVMBackend) Expand(ctx context.Context, id string, sizeBytes int64) (BackendVolume, error) {
+	lv, err := b.lv(ctx, id)
+	if err != nil {
+		return BackendVolume{}, err
+	}
+	if lv.size >= sizeBytes {
+		return lv.volume(), nil
+	}
+	if _, err := b.run(ctx, "lvextend", "-L", strconv.FormatInt(sizeBytes, 10)+"b", b.vg+"/"+id); err != nil {
+		return BackendVolume{}, err
+	}
+	return b.Get(ctx, id)
+}
+
+// List returns the backend's LVs in the VG, sorted by ID.
+func (b *LVMBackend) List(ctx context.Context) ([]BackendVolume, error) {
+	rows, err := b.lvs(ctx, b.vg)
+	if err != nil {
+		return nil, err
+	}
+	vols := []BackendVolume{}
+	for _, r := range rows {
+		lv, err := parseLV(r)
+		if err != nil {
+			return nil, err
+		}
+		if lv.owned {
+			vols = append(vols, lv.volume())
+		}
+	}
+	sort.Slice(vols, func(i, j int) bool { return vols[i].ID < vols[j].ID })
+	return vols, nil
+}
+
+// Attach activates the LV when it is not active and returns its
+// device-mapper node (/dev/mapper/VG-LV).
+func (b *LVMBackend) Attach(ctx context.Context, id string) (string, error) {
+	lv, err := b.lv(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if !lv.active {
+		if _, err := b.run(ctx, "lvchange", "-ay", b.vg+"/"+id); err != nil {
+			return "", err
+		}
+		if lv, err = b.lv(ctx, id); err != nil {
+			return "", err
+		}
+		if !lv.active {
+			return "", fmt.Errorf("logical volume %s/%s is not active after lvchange -ay (attributes %q)", b.vg, id, lv.attr)
+		}
+	}
+	return lv.device(), nil
+}
+
+// SetMeta replaces the metadata tags of the given keys and keeps the others.
+func (b *LVMBackend) SetMeta(ctx context.Context, id string, meta map[string]string) error {
+	lv, err := b.lv(ctx, id)
+	if err != nil {
+		return err
+	}
+	var args []string
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if old, ok := lv.meta[k]; ok && old == meta[k] {
+			continue
+		}
+		add, err := encodeMetaTag(k, meta[k])
+		if err != nil {
+			return err
+		}
+		for _, t := range lv.tagsFor[k] {
+			args = append(args, "--deltag", t)
+		}
+		args = append(args, "--addtag", add)
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	_, err = b.run(ctx, "lvchange", append(args, b.vg+"/"+id)...)
+	return err
+}
+
+// lvInfo is one parsed lvs row.
+type lvInfo struct {
+	name, path, dmPath, attr string
+	size                     int64
+	active, owned            bool
+	meta                     map[string]string
+	tagsFor                  map[string][]string // metadata key -> its tags as stored
+}
+
+func (l lvInfo) device() string {
+	if l.dmPath != "" {
+		return l.dmPath
+	}
+	return l.path
+}
+
+func (l lvInfo) volume() BackendVolume {
+	v := BackendVolume{ID: l.name, SizeBytes: l.size, Meta: maps.Clone(l.meta)}
+	if l.active {
+		v.Device = l.device()
+	}
+	return v
+}
+
+// errForeignLV marks an LV of the requested name that lacks the owner tag.
+// It wraps ErrVolumeNotFound: to callers such an LV is not a volume.
+var errForeignLV = fmt.Errorf("%w: logical volume exists but was not created by untorn", ErrVolumeNotFound)
+
+// errLVExists is lvcreate's "already exists" answer.
+var errLVExists = errors.New("logical volume already exists")
+
+// lv reads one LV; ErrVolumeNotFound when it is missing, its name cannot be
+// an LV name, or it is not ours (then errForeignLV).
+func (b *LVMBackend) lv(ctx context.Context, id string) (lvInfo, error) {
+	if err := ValidateLVName(b.vg, id); err != nil {
+		return lvInfo{}, fmt.Errorf("%w: %w", ErrVolumeNotFound, err)
+	}
+	rows, err := b.lvs(ctx, b.vg+"/"+id)
+	if err != nil {
+		return lvInfo{}, err
+	}
+	for _, r := range rows {
+		if r.Name != id {
+			continue
+		}
+		lv, err := parseLV(r)
+		if err != nil {
+			return lvInfo{}, err
+		}
+		if !lv.owned {
+			return lvInfo{}, fmt.Errorf("%w: %s/%s", errForeignLV, b.vg, id)
+		}
+		return lv, nil
+	}
+	return lvInfo{}, fmt.Errorf("%w: logical volume %s/%s", ErrVolumeNotFound, b.vg, id)
+}
+
+type lvRow struct {
+	Name   string `json:"lv_name"`
+	Size   string `json:"lv_size"`
+	Attr   string `json:"lv_attr"`
+	Path   string `json:"lv_path"`
+	DMPath string `json:"lv_dm_path"`
+	Tags   string `json:"lv_tags"`
+}
+
+type vgRow struct {
+	Name       string `json:"vg_name"`
+	Size       string `json:"vg_size"`
+	Free       string `json:"vg_free"`
+	ExtentSize string `json:"vg_extent_size"`
+}
+
+// lvmReport is the shape of `--reportformat json` output.
+type lvmReport struct {
+	Report []struct {
+		LV []lvRow `json:"lv"`
+		VG []vgRow `json:"vg"`
+	} `json:"report"`
+}
+
+func (b *LVMBackend) lvs(ctx context.Context, target string) ([]lvRow, error) {
+	out, err := b.run(ctx, "lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", lvFields, target)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := parseReport(out, "lvs")
+	if err != nil {
+		return nil, err
+	}
+	var rows []lvRow
+	for _, r := range rep.Report {
+		rows = append(rows, r.LV...)
+	}
+	return rows, nil
+}
+
+type vgInfo struct{ size, free, extent int64 }
+
+func (b *LVMBackend) vgInfo(ctx context.Context) (vgInfo, error) {
+	if err := ValidateVGName(b.vg); err != nil {
+		return vgInfo{}, fmt.Errorf("%w: %w", ErrBackendUnavailable, err)
+	}
+	out, err := b.run(ctx, "vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", vgFields, b.vg)
+	if err != nil {
+		return vgInfo{}, err
+	}
+	rep, err := parseReport(out, "vgs")
+	if err != nil {
+		return vgInfo{}, err
+	}
+	for _, r := range rep.Report {
+		for _, row := range r.VG {
+			if row.Name != b.vg {
+				continue
+			}
+			var vg vgInfo
+			if vg.size, err = parseBytes("vg_size", row.Size); err != nil {
+				return vgInfo{}, err
+			}
+			if vg.free, err = parseBytes("vg_free", row.Free); err != nil {
+				return vgInfo{}, err
+			}
+			if vg.extent, err = parseBytes("vg_extent_size", row.ExtentSize); err != nil {
+				return vgInfo{}, err
+			}
+			if vg.extent <= 0 {
+				return vgInfo{}, fmt.Errorf("vgs reported extent size %d for %s", vg.extent, b.vg)
+			}
+			b.extent.Store(vg.extent)
+			return vg, nil
+		}
+	}
+	return vgInfo{}, fmt.Errorf("%w: vgs did not report volume group %q", ErrBackendUnavailable, b.vg)
+}
+
+func parseReport(out []byte, cmd string) (lvmReport, error) {
+	var rep lvmReport
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return rep, fmt.Errorf("parse %s JSON report: %w", cmd, err)
+	}
+	return rep, nil
+}
+
+func parseBytes(field, s string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("lvm reported %s %q, want a byte count", field, s)
+	}
+	return n, nil
+}
+
+func parseLV(r lvRow) (lvInfo, error) {
+	size, err := parseBytes("lv_size", r.Size)
+	if err != nil {
+		return lvInfo{}, err
+	}
+	lv := lvInfo{name: r.Name, path: r.Path, dmPath: r.DMPath, attr: r.Attr, size: size,
+		meta: map[string]string{}, tagsFor: map[string][]string{}}
+	// lv_attr's fifth character is the state: 'a' is active.
+	lv.active = len(r.Attr) >= 5 && r.Attr[4] == 'a'
+	if r.Tags == "" {
+		return lv, nil
+	}
+	// Tags are comma separated; a comma is not a valid tag character.
+	for _, t := range strings.Split(r.Tags, ",") {
+		if t == lvmOwnerTag {
+			lv.owned = true
+			continue
+		}
+		k, v, ok := decodeMetaTag(t)
+		if !ok {
+			continue
+		}
+		lv.meta[k] = v
+		lv.tagsFor[k] = append(lv.tagsFor[k], t)
+	}
+	return lv, nil
+}
+
+// encodeMetaTags turns metadata into tags, sorted by key.
+func encodeMetaTags(meta map[string]string) ([]string, error) {
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	tags := make([]string, 0, len(keys))
+	for _, k := range keys {
+		t, err := encodeMetaTag(k, meta[k])
+		if err != nil {
+			return nil, err
+		}
+		tags = append(tags, t)
+	}
+	return tags, nil
+}
+
+func encodeMetaTag(key, value string) (string, error) {
+	if key == "" {
+		return "", fmt.Errorf("%w: empty metadata key", ErrInvalidArgument)
+	}
+	t := lvmMetaTagPrefix + lvmTagEncoding.EncodeToString([]byte(key)) + "." + lvmTagEncoding.EncodeToString([]byte(value))
+	if len(t) > lvmMaxTagLen {
+		return "", fmt.Errorf("%w: metadata %q is too long: its LVM tag would be %d characters, at most %d",
+			ErrInvalidArgument, key, len(t), lvmMaxTagLen)
+	}
+	return t, nil
+}
+
+func decodeMetaTag(t string) (key, value string, ok bool) {
+	rest, found := strings.CutPrefix(t, lvmMetaTagPrefix)
+	if !found {
+		return "", "", false
+	}
+	ek, ev, found := strings.Cut(rest, ".")
+	if !found {
+		return "", "", false
+	}
+	k, err := lvmTagEncoding.DecodeString(ek)
+	if err != nil || len(k) == 0 {
+		return "", "", false
+	}
+	v, err := lvmTagEncoding.DecodeString(ev)
+	if err != nil {
+		return "", "", false
+	}
+	return string(k), string(v), true
+}
+
+var lvmNameRE = regexp.MustCompile(`^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$`)
+
+// lvmReservedLV lists the substrings lvm2 refuses inside an LV name.
+var lvmReservedLV = []string{"_cdata", "_cmeta", "_corig", "_iorig", "_mimage", "_mlog", "_pmspare",
+	"_rimage", "_rmeta", "_tdata", "_tmeta", "_vdata", "_vorigin", "_wcorig"}
+
+// ValidateVGName checks a volume group name against LVM's rules.
+func ValidateVGName(vg string) error {
+	switch {
+	case vg == "":
+		return errors.New("volume group name is empty")
+	case vg == "." || vg == ".." || !lvmNameRE.MatchString(vg):
+		return fmt.Errorf("volume group name %q is invalid: use A-Z a-z 0-9 + _ . - and do not start with -", vg)
+	case len(vg) > 127:
+		return fmt.Errorf("volume group name %q is longer than 127 characters", vg)
+	}
+	return nil
+}
+
+// ValidateLVName checks that name can be an LV in vg: LVM's character set,
+// no leading hyphen, none of the reserved prefixes and substrings, and
+// "VG/LV" no longer than lvm2 accepts.
+func ValidateLVName(vg, name string) error {
+	switch {
+	case name == "":
+		return errors.New("logical volume name is empty")
+	case name == "." || name == ".." || !lvmNameRE.MatchString(name):
+		return fmt.Errorf("logical volume name %q is invalid: use A-Z a-z 0-9 + _ . - and do not start with -", name)
+	case strings.HasPrefix(name, "snapshot") || strings.HasPrefix(name, "pvmove"):
+		return fmt.Errorf("logical volume name %q starts with a prefix LVM reserves (snapshot, pvmove)", name)
+	case len(vg)+1+len(name) > lvmMaxFullName:
+		return fmt.Errorf("logical volume name %q is too long for volume group %q (VG/LV at most %d characters)",
+			name, vg, lvmMaxFullName)
+	}
+	if i := slices.IndexFunc(lvmReservedLV, func(s string) bool { return strings.Contains(name, s) }); i >= 0 {
+		return fmt.Errorf("logical volume name %q contains %q, which LVM reserves", name, lvmReservedLV[i])
+	}
+	return nil
+}
+
+// LVMCommandError is a failed lvm command with its exit code and stderr.
+// It unwraps to the backend sentinel its message maps to, if any.
+type LVMCommandError struct {
+	Command  string
+	Args     []string
+	ExitCode int // -1 when the command did not exit (not found, killed)
+	Stderr   string
+	Err      error
+	kind     error
+}
+
+func (e *LVMCommandError) Error() string {
+	msg := fmt.Sprintf("%s %s: %v", e.Command, strings.Join(e.Args, " "), e.Err)
+	if e.Stderr != "" {
+		msg += ": " + e.Stderr
+	}
+	return msg
+}
+
+// Unwrap lets errors.Is see the mapped sentinel and the underlying error.
+func (e *LVMCommandError) Unwrap() []error {
+	if e.kind == nil {
+		return []error{e.Err}
+	}
+	return []error{e.kind, e.Err}
+}
+
+var (
+	lvmVGNotFoundRE = regexp.MustCompile(`Volume group "[^"]*" not found`)
+	lvmLVNotFoundRE = regexp.MustCompile(`Failed to find logical volume "|Logical volume \S+ not found in volume group`)
+	lvmExistsRE     = regexp.MustCompile(`Logical [Vv]olume "[^"]*" already exists in volume group`)
+	lvmInUseRE      = regexp.MustCompile(`Logical volume \S+ (contains a filesystem in use|is used by another device|in use)`)
+	lvmNoSpaceRE    = regexp.MustCompile(`(?i)insufficient free space`)
+)
+
+// classifyLVM maps lvm2's messages (LC_ALL=C) to the backend's sentinels.
+func classifyLVM(err error, stderr string) error {
+	switch {
+	case errors.Is(err, exec.ErrExecutableNotFound):
+		return ErrBackendUnavailable
+	case lvmVGNotFoundRE.MatchString(stderr):
+		return ErrBackendUnavailable
+	case lvmNoSpaceRE.MatchString(stderr):
+		return ErrNoSpace
+	case lvmLVNotFoundRE.MatchString(stderr):
+		return ErrVolumeNotFound
+	case lvmExistsRE.MatchString(stderr):
+		return errLVExists
+	case lvmInUseRE.MatchString(stderr):
+		return ErrVolumeInUse
+	}
+	return nil
+}
+
+// run runs one lvm command and returns its stdout.
+func (b *LVMBackend) run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	cmd := b.runner.CommandContext(ctx, name, args...)
+	cmd.SetEnv(b.env)
+	var stdout, stderr bytes.Buffer
+	cmd.SetStdout(&stdout)
+	cmd.SetStderr(&stderr)
+	klog.V(5).InfoS("running lvm command", "command", name, "args", args)
+	err := cmd.Run()
+	if err == nil {
+		return stdout.Bytes(), nil
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		err = fmt.Errorf("%w (%w)", ctxErr, err)
+	}
+	lines := []string{}
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	e := &LVMCommandError{Command: name, Args: args, ExitCode: -1, Stderr: strings.Join(lines, "; "), Err: err}
+	var exitErr exec.ExitError
+	if errors.As(err, &exitErr) {
+		e.ExitCode = exitErr.ExitStatus()
+	}
+	e.kind = classifyLVM(err, stderr.String())
+	return stdout.Bytes(), e
+}
