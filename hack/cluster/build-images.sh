@@ -1,0 +1,135 @@
+#!/bin/bash
+# Builds the images the local cluster runs, as docker-archives under
+# $UNTORN_CACHE/images, without a container engine or a registry.
+#   build-images.sh deps     pause, CSI sidecars, PostgreSQL 15, MariaDB 10.11
+#                            (cached; rebuilt only when a version changes)
+#   build-images.sh untorn   the project's image from hack/build-image.sh output
+#                            (rebuilt on every call)
+# Prints nothing on stdout; the archive list is in $IMAGE_DIR/*.tar.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
+. "$HERE/image-lib.sh"
+mkdir -p "$IMAGE_DIR"
+
+UNTORN_IMAGE=${UNTORN_IMAGE:-docker.io/untorn/untorn:e2e}
+POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker.io/library/postgres:15}
+MARIADB_IMAGE=${MARIADB_IMAGE:-docker.io/library/mariadb:10.11}
+SIDECAR_REPO=${SIDECAR_REPO:-registry.k8s.io/sig-storage}
+
+UNTORN_BASE_PKGS=e2fsprogs,xfsprogs,util-linux,lvm2,mount,kmod,ca-certificates
+POSTGRES_PKGS=postgresql-15,postgresql-contrib,util-linux,procps
+MARIADB_PKGS=mariadb-server,mariadb-client,util-linux,procps
+
+# image <archive-name> <cache-key>: true when the archive for key exists
+cached() { [ -f "$IMAGE_DIR/$1.tar" ] && [ "$(cat "$IMAGE_DIR/$1.key" 2>/dev/null)" = "$2" ]; }
+mark() { echo "$2" > "$IMAGE_DIR/$1.key"; }
+
+build_pause() {
+	local key="pause $PAUSE_TAG $(sha256sum < "$HERE/pause.c" | cut -c1-12)"
+	cached pause "$key" && return 0
+	log "image pause: building"
+	local d
+	d=$(mktemp -d "$UNTORN_CACHE/tmp.XXXXXX")
+	gcc -O2 -static -o "$d/pause" "$HERE/pause.c"
+	strip "$d/pause"
+	oci_from_dir "$d" "registry.k8s.io/pause:$PAUSE_TAG" "$IMAGE_DIR/pause.tar" \
+		--config.entrypoint /pause --config.user 65535:65535
+	rm -rf "$d"
+	mark pause "$key"
+}
+
+build_sidecar() { # name version
+	local name=$1 ver=$2
+	local key="$name $ver"
+	cached "$name" "$key" && return 0
+	[ -x "$SIDECAR_BIN/$name-$ver" ] || die "$name $ver not built (hack/cluster/build-sidecars.sh)"
+	log "image $name: building"
+	local d
+	d=$(mktemp -d "$UNTORN_CACHE/tmp.XXXXXX")
+	install -D -m 0755 "$SIDECAR_BIN/$name-$ver" "$d/$name"
+	mkdir -p "$d/tmp" "$d/etc"
+	echo "nobody:x:65534:65534:nobody:/:/" > "$d/etc/passwd"
+	oci_from_dir "$d" "$SIDECAR_REPO/$name:$ver" "$IMAGE_DIR/$name.tar" --config.entrypoint "/$name"
+	rm -rf "$d"
+	mark "$name" "$key"
+}
+
+build_db() { # name ref pkgs entrypoint-script
+	local name=$1 ref=$2 pkgs=$3 ep=$4
+	local key="$ref $DEBIAN_SUITE $pkgs $(sha256sum < "$ep" | cut -c1-12)"
+	cached "$name" "$key" && return 0
+	local root
+	root=$(rootfs_debian "$name" "$pkgs")
+	log "image $name: building $ref"
+	local d
+	d=$(mktemp -d "$UNTORN_CACHE/tmp.XXXXXX")
+	cp -a "$root/." "$d/"
+	install -D -m 0755 "$ep" "$d/usr/local/bin/docker-entrypoint.sh"
+	local cfg=()
+	case $name in
+	postgres)
+		rm -rf "$d/var/lib/postgresql/15" "$d/etc/postgresql/15"
+		cfg=(--config.env PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+			--config.env PGDATA=/var/lib/postgresql/data --config.env LANG=C.UTF-8
+			--config.entrypoint /usr/local/bin/docker-entrypoint.sh --config.cmd postgres
+			--config.exposedports 5432/tcp)
+		;;
+	mariadb)
+		rm -rf "$d/var/lib/mysql/"*
+		cfg=(--config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --config.env LANG=C.UTF-8
+			--config.entrypoint /usr/local/bin/docker-entrypoint.sh --config.cmd mariadbd
+			--config.exposedports 3306/tcp)
+		;;
+	esac
+	oci_from_dir "$d" "$ref" "$IMAGE_DIR/$name.tar" "${cfg[@]}"
+	rm -rf "$d"
+	mark "$name" "$key"
+}
+
+build_untorn() {
+	local root
+	root=$(rootfs_debian untorn-base "$UNTORN_BASE_PKGS")
+	local d
+	d=$(mktemp -d "$UNTORN_CACHE/tmp.XXXXXX")
+	cp -a "$root/." "$d/"
+	if [ -x "$UNTORN_ROOT/hack/build-image.sh" ]; then
+		log "image untorn: hack/build-image.sh"
+		"$UNTORN_ROOT/hack/build-image.sh" "$d" >&2
+	else
+		log "image untorn: hack/build-image.sh missing, building the commands directly"
+		local c
+		for c in "$UNTORN_ROOT"/cmd/*/; do
+			c=$(basename "$c")
+			(cd "$UNTORN_ROOT" && CGO_ENABLED=0 go build -trimpath -o "$d/usr/local/bin/$c" "./cmd/$c")
+		done
+	fi
+	# the local registrar replaces node-driver-registrar on this cluster
+	if [ ! -x "$d/usr/local/bin/untorn-registrar" ] && [ ! -x "$d/untorn-registrar" ]; then
+		(cd "$UNTORN_ROOT" && CGO_ENABLED=0 go build -trimpath -o "$d/usr/local/bin/untorn-registrar" ./cmd/untorn-registrar)
+	fi
+	log "image untorn: packing $UNTORN_IMAGE"
+	oci_from_dir "$d" "$UNTORN_IMAGE" "$IMAGE_DIR/untorn.tar" \
+		--config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+		--config.entrypoint /usr/local/bin/untorn-csi
+	rm -rf "$d"
+}
+
+case ${1:-} in
+deps)
+	build_pause
+	build_sidecar csi-provisioner "$PROVISIONER_VERSION"
+	build_sidecar csi-resizer "$RESIZER_VERSION"
+	build_db postgres "$POSTGRES_IMAGE" "$POSTGRES_PKGS" "$HERE/images/postgres-entrypoint.sh"
+	build_db mariadb "$MARIADB_IMAGE" "$MARIADB_PKGS" "$HERE/images/mariadb-entrypoint.sh"
+	rootfs_debian untorn-base "$UNTORN_BASE_PKGS" > /dev/null
+	;;
+rootfs)
+	build_pause
+	build_db postgres "$POSTGRES_IMAGE" "$POSTGRES_PKGS" "$HERE/images/postgres-entrypoint.sh"
+	build_db mariadb "$MARIADB_IMAGE" "$MARIADB_PKGS" "$HERE/images/mariadb-entrypoint.sh"
+	rootfs_debian untorn-base "$UNTORN_BASE_PKGS" > /dev/null
+	;;
+untorn) build_untorn ;;
+*) die "usage: $0 deps|rootfs|untorn" ;;
+esac
