@@ -354,7 +354,14 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 			resp.NextToken = resp.Entries[len(resp.Entries)-1].Volume.VolumeId
 			break
 		}
-		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.csiVolume(v)})
+		cv := d.csiVolume(v)
+		// Listing also shows what staging verified, for operators and tools.
+		for _, k := range []string{metaVerifiedAtomic, metaVerifiedUnitMin, metaVerifiedUnitMax, metaVerifiedHardware} {
+			if val, ok := v.Meta[k]; ok {
+				cv.VolumeContext[k] = val
+			}
+		}
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: cv})
 	}
 	return resp, nil
 }
