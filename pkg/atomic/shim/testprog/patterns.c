@@ -206,6 +206,7 @@ static void cmd_fork(const char *path)
 		/* the file position is shared with the parent: write() at it */
 		if (lseek(fd, (off_t)(unit * 4), SEEK_SET) < 0 || write(fd, pg, unit) != (ssize_t)unit)
 			die("child write: %s", strerror(errno));
+		account((off_t)(unit * 4), unit);
 		printf("qualifying=%ld pieces=%ld other=%ld\n", qual, pieces, other);
 		exit(0); /* exit handlers run: the child's counters are saved */
 	}
