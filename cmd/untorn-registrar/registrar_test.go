@@ -140,7 +140,10 @@ func TestRegistration(t *testing.T) {
 			waitForFile(t, regSock)
 
 			c := registrationClient(t, regSock)
-			info, err := c.GetInfo(ctx, &registerapi.InfoRequest{})
+			// the socket file exists from bind(), a moment before listen()
+			cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+			defer ccancel()
+			info, err := c.GetInfo(cctx, &registerapi.InfoRequest{}, grpc.WaitForReady(true))
 			if err != nil {
 				t.Fatal(err)
 			}
