@@ -16,7 +16,7 @@ import (
 // two are then rejected by the planner. Rejected here, wrapping
 // ErrInvalidSize: the empty string, anything that is not a quantity, zero,
 // negative values, values that are not a whole number of bytes ("100m",
-// "0.5") and values above 2^63-1.
+// "0.5") and values of 2^63-1 (8Ei) or more.
 func ParseSize(s string) (uint64, error) {
 	if s == "" {
 		return 0, fmt.Errorf("%w: empty size (use a quantity such as 16Ki)", ErrInvalidSize)
@@ -28,11 +28,13 @@ func ParseSize(s string) (uint64, error) {
 	if q.Sign() <= 0 {
 		return 0, fmt.Errorf("%w: %q must be positive", ErrInvalidSize, s)
 	}
-	if q.Cmp(*resource.NewQuantity(math.MaxInt64, resource.DecimalSI)) > 0 {
+	// ParseQuantity clamps overflowing binary quantities to 2^63-1.
+	if q.Cmp(*resource.NewQuantity(math.MaxInt64, resource.DecimalSI)) >= 0 {
 		return 0, fmt.Errorf("%w: %q is too large", ErrInvalidSize, s)
 	}
-	v, ok := q.AsInt64()
-	if !ok {
+	// Value rounds up; it is exact only for a whole number of bytes.
+	v := q.Value()
+	if q.Cmp(*resource.NewQuantity(v, resource.DecimalSI)) != 0 {
 		return 0, fmt.Errorf("%w: %q is not a whole number of bytes", ErrInvalidSize, s)
 	}
 	return uint64(v), nil
