@@ -11,7 +11,6 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -123,12 +122,14 @@ func (b *LVMBackend) Create(ctx context.Context, id string, sizeBytes int64, met
 	if err != nil {
 		return BackendVolume{}, err
 	}
-	if v, err := b.Get(ctx, id); err == nil {
+	switch v, err := b.Get(ctx, id); {
+	case err == nil:
 		return v, nil
-	} else if !errors.Is(err, ErrVolumeNotFound) {
+	case errors.Is(err, errForeignLV):
+		return BackendVolume{}, fmt.Errorf("%w: logical volume %s/%s exists and was not created by untorn",
+			ErrAlreadyExists, b.vg, id)
+	case !errors.Is(err, ErrVolumeNotFound):
 		return BackendVolume{}, err
-	} else if errors.Is(err, errForeignLV) {
-		return BackendVolume{}, fmt.Errorf("%w: %w", ErrAlreadyExists, err)
 	}
 	args := []string{"--yes", "--type", "linear", "-n", id, "-L", strconv.FormatInt(sizeBytes, 10) + "b",
 		"-W", "y", "-Z", "y", "--addtag", lvmOwnerTag}
@@ -136,11 +137,9 @@ func (b *LVMBackend) Create(ctx context.Context, id string, sizeBytes int64, met
 		args = append(args, "--addtag", t)
 	}
 	args = append(args, b.vg)
-	if _, err := b.run(ctx, "lvcreate", args...); err != nil {
-		if !errors.Is(err, errLVExists) {
-			return BackendVolume{}, err
-		}
-		// Created by a concurrent call in the meantime: report what is there.
+	// errLVExists: a concurrent call created it meanwhile; report what is there.
+	if _, err := b.run(ctx, "lvcreate", args...); err != nil && !errors.Is(err, errLVExists) {
+		return BackendVolume{}, err
 	}
 	klog.V(4).InfoS("created logical volume", "vg", b.vg, "lv", id, "sizeBytes", sizeBytes)
 	return b.Get(ctx, id)
@@ -159,20 +158,16 @@ func (b *LVMBackend) Get(ctx context.Context, id string) (BackendVolume, error) 
 // Delete removes the LV named id. A missing LV, or one the backend did not
 // create, is left alone and is not an error.
 func (b *LVMBackend) Delete(ctx context.Context, id string) error {
-	if _, err := b.lv(ctx, id); err != nil {
-		if errors.Is(err, errForeignLV) {
-			klog.InfoS("not deleting a logical volume untorn did not create", "vg", b.vg, "lv", id)
-			return nil
-		}
-		if errors.Is(err, ErrVolumeNotFound) {
-			return nil
-		}
+	switch _, err := b.lv(ctx, id); {
+	case errors.Is(err, errForeignLV):
+		klog.InfoS("not deleting a logical volume untorn did not create", "vg", b.vg, "lv", id)
+		return nil
+	case errors.Is(err, ErrVolumeNotFound):
+		return nil
+	case err != nil:
 		return err
 	}
-	if _, err := b.run(ctx, "lvremove", "-y", b.vg+"/"+id); err != nil {
-		if errors.Is(err, ErrVolumeNotFound) {
-			return nil
-		}
+	if _, err := b.run(ctx, "lvremove", "-y", b.vg+"/"+id); err != nil && !errors.Is(err, ErrVolumeNotFound) {
 		return err
 	}
 	klog.V(4).InfoS("removed logical volume", "vg", b.vg, "lv", id)
@@ -210,7 +205,7 @@ func (b *LVMBackend) List(ctx context.Context) ([]BackendVolume, error) {
 			vols = append(vols, lv.volume())
 		}
 	}
-	sort.Slice(vols, func(i, j int) bool { return vols[i].ID < vols[j].ID })
+	slices.SortFunc(vols, func(a, b BackendVolume) int { return strings.Compare(a.ID, b.ID) })
 	return vols, nil
 }
 
@@ -242,12 +237,7 @@ func (b *LVMBackend) SetMeta(ctx context.Context, id string, meta map[string]str
 		return err
 	}
 	var args []string
-	keys := make([]string, 0, len(meta))
-	for k := range meta {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(meta)) {
 		if old, ok := lv.meta[k]; ok && old == meta[k] {
 			continue
 		}
@@ -291,12 +281,13 @@ func (l lvInfo) volume() BackendVolume {
 	return v
 }
 
-// errForeignLV marks an LV of the requested name that lacks the owner tag.
-// It wraps ErrVolumeNotFound: to callers such an LV is not a volume.
-var errForeignLV = fmt.Errorf("%w: logical volume exists but was not created by untorn", ErrVolumeNotFound)
-
-// errLVExists is lvcreate's "already exists" answer.
-var errLVExists = errors.New("logical volume already exists")
+var (
+	// errForeignLV: an LV of that name lacks the owner tag. To callers
+	// such an LV is not a volume, so it wraps ErrVolumeNotFound.
+	errForeignLV = fmt.Errorf("%w: logical volume exists but was not created by untorn", ErrVolumeNotFound)
+	// errLVExists is lvcreate's "already exists" answer.
+	errLVExists = errors.New("logical volume already exists")
+)
 
 // lv reads one LV; ErrVolumeNotFound when it is missing, its name cannot be
 // an LV name, or it is not ours (then errForeignLV).
@@ -335,7 +326,6 @@ type lvRow struct {
 
 type vgRow struct {
 	Name       string `json:"vg_name"`
-	Size       string `json:"vg_size"`
 	Free       string `json:"vg_free"`
 	ExtentSize string `json:"vg_extent_size"`
 }
@@ -364,7 +354,7 @@ func (b *LVMBackend) lvs(ctx context.Context, target string) ([]lvRow, error) {
 	return rows, nil
 }
 
-type vgInfo struct{ size, free, extent int64 }
+type vgInfo struct{ free, extent int64 }
 
 func (b *LVMBackend) vgInfo(ctx context.Context) (vgInfo, error) {
 	if err := ValidateVGName(b.vg); err != nil {
@@ -384,9 +374,6 @@ func (b *LVMBackend) vgInfo(ctx context.Context) (vgInfo, error) {
 				continue
 			}
 			var vg vgInfo
-			if vg.size, err = parseBytes("vg_size", row.Size); err != nil {
-				return vgInfo{}, err
-			}
 			if vg.free, err = parseBytes("vg_free", row.Free); err != nil {
 				return vgInfo{}, err
 			}
@@ -449,13 +436,8 @@ func parseLV(r lvRow) (lvInfo, error) {
 
 // encodeMetaTags turns metadata into tags, sorted by key.
 func encodeMetaTags(meta map[string]string) ([]string, error) {
-	keys := make([]string, 0, len(meta))
-	for k := range meta {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	tags := make([]string, 0, len(keys))
-	for _, k := range keys {
+	tags := make([]string, 0, len(meta))
+	for _, k := range slices.Sorted(maps.Keys(meta)) {
 		t, err := encodeMetaTag(k, meta[k])
 		if err != nil {
 			return nil, err
@@ -568,16 +550,14 @@ var (
 	lvmVGNotFoundRE = regexp.MustCompile(`Volume group "[^"]*" not found`)
 	lvmLVNotFoundRE = regexp.MustCompile(`Failed to find logical volume "|Logical volume \S+ not found in volume group`)
 	lvmExistsRE     = regexp.MustCompile(`Logical [Vv]olume "[^"]*" already exists in volume group`)
-	lvmInUseRE      = regexp.MustCompile(`Logical volume \S+ (contains a filesystem in use|is used by another device|in use)`)
+	lvmInUseRE      = regexp.MustCompile(`Logical volume \S+ (contains a filesystem in use|is used by another device|in use)\.`)
 	lvmNoSpaceRE    = regexp.MustCompile(`(?i)insufficient free space`)
 )
 
 // classifyLVM maps lvm2's messages (LC_ALL=C) to the backend's sentinels.
 func classifyLVM(err error, stderr string) error {
 	switch {
-	case errors.Is(err, exec.ErrExecutableNotFound):
-		return ErrBackendUnavailable
-	case lvmVGNotFoundRE.MatchString(stderr):
+	case errors.Is(err, exec.ErrExecutableNotFound), lvmVGNotFoundRE.MatchString(stderr):
 		return ErrBackendUnavailable
 	case lvmNoSpaceRE.MatchString(stderr):
 		return ErrNoSpace

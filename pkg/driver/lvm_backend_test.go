@@ -181,6 +181,9 @@ func TestLVMCreate(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
 				t.Fatalf("Create error %v, want %v", err, tt.wantErr)
 			}
+			if tt.wantErr != ErrVolumeNotFound && errors.Is(err, ErrVolumeNotFound) {
+				t.Errorf("Create error %v also wraps ErrVolumeNotFound, which the RPC boundary maps first", err)
+			}
 			if err == nil && !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Create = %+v, want %+v", got, tt.want)
 			}
