@@ -90,8 +90,8 @@ func TestPostgres(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Wait() }()
 	pg.waitReady(t)
-	pg.client(t, "pgbench", "-i", "-s", "5", "-q", "postgres")
-	pg.client(t, "pgbench", "-c", "4", "-j", "2", "-T", "8", "postgres")
+	pg.client(t, "pgbench", "-i", "-s", "2", "-q", "postgres")
+	pg.client(t, "pgbench", "-c", "4", "-j", "2", "-T", "5", "postgres")
 	pg.client(t, "psql", "-qAt", "-c", "CHECKPOINT", "postgres")
 	pg.stop(t, "fast")
 	select {
@@ -127,8 +127,8 @@ func TestPostgres(t *testing.T) {
 	}
 	pg.waitReady(t)
 	rows := pg.client(t, "psql", "-qAt", "-c", "SELECT count(*) FROM pgbench_accounts", "postgres")
-	if strings.TrimSpace(rows) != "500000" {
-		t.Errorf("pgbench_accounts has %q rows, want 500000", rows)
+	if strings.TrimSpace(rows) != "200000" {
+		t.Errorf("pgbench_accounts has %q rows, want 200000", rows)
 	}
 	t.Log(pg.client(t, "pg_amcheck", "--install-missing", "--heapallindexed", "--all"))
 	pg.client(t, "pgbench", "-c", "2", "-T", "3", "postgres")
