@@ -87,6 +87,10 @@ func recommend(d untorn.DeviceLimits) recommendation {
 					size(p.ClusterSize), size(p.AtomicUnitMin), size(p.AtomicUnitMax), p.MkfsProgram, strings.Join(p.MkfsArgs, " "))
 			} else {
 				r.Text = fmt.Sprintf("ext4 (hardware atomic writes of %s): %s %s", size(p.AtomicUnitMin), p.MkfsProgram, strings.Join(p.MkfsArgs, " "))
+				if d.Partition && u < floorPow2(d.UnitMax) {
+					r.Text += fmt.Sprintf(" (the partition start is aligned to %s only; realign it to 1 MiB for ext4 bigalloc up to %s)",
+						size(u), size(min(floorPow2(d.UnitMax), untorn.DefaultClusterCap)))
+				}
 			}
 			return r
 		}
