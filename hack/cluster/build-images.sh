@@ -12,7 +12,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/image-lib.sh"
 mkdir -p "$IMAGE_DIR"
 
-UNTORN_IMAGE=${UNTORN_IMAGE:-docker.io/untorn/untorn:e2e}
+UNTORN_IMAGE=${UNTORN_IMAGE:-ghcr.io/untorn/untorn:e2e}
 POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker.io/library/postgres:15}
 MARIADB_IMAGE=${MARIADB_IMAGE:-docker.io/library/mariadb:10.11}
 SIDECAR_REPO=${SIDECAR_REPO:-registry.k8s.io/sig-storage}
@@ -93,25 +93,12 @@ build_untorn() {
 	local d
 	d=$(mktemp -d "$UNTORN_CACHE/tmp.XXXXXX")
 	cp -a "$root/." "$d/"
-	if [ -x "$UNTORN_ROOT/hack/build-image.sh" ]; then
-		log "image untorn: hack/build-image.sh"
-		"$UNTORN_ROOT/hack/build-image.sh" "$d" >&2
-	else
-		log "image untorn: hack/build-image.sh missing, building the commands directly"
-		local c
-		for c in "$UNTORN_ROOT"/cmd/*/; do
-			c=$(basename "$c")
-			(cd "$UNTORN_ROOT" && CGO_ENABLED=0 go build -trimpath -o "$d/usr/local/bin/$c" "./cmd/$c")
-		done
-	fi
-	# the local registrar replaces node-driver-registrar on this cluster
-	if [ ! -x "$d/usr/local/bin/untorn-registrar" ] && [ ! -x "$d/untorn-registrar" ]; then
-		(cd "$UNTORN_ROOT" && CGO_ENABLED=0 go build -trimpath -o "$d/usr/local/bin/untorn-registrar" ./cmd/untorn-registrar)
-	fi
+	log "image untorn: hack/build-image.sh"
+	"$UNTORN_ROOT/hack/build-image.sh" "$d" >&2
 	log "image untorn: packing $UNTORN_IMAGE"
 	oci_from_dir "$d" "$UNTORN_IMAGE" "$IMAGE_DIR/untorn.tar" \
 		--config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-		--config.entrypoint /usr/local/bin/untorn-csi
+		--config.entrypoint /usr/bin/untorn-csi
 	rm -rf "$d"
 }
 

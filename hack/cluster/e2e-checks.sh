@@ -1,0 +1,222 @@
+# The checks of hack/e2e.sh. Each runs in a subshell with errexit and fails
+# with a message naming what it saw. Sourced after e2e-lib.sh.
+# shellcheck shell=bash
+
+# 1. The driver is registered: CSIDriver object, the node's CSINode lists the
+# driver, and the provisioner published CSIStorageCapacity for the node.
+check_registration() {
+	k get csidriver "$DRIVER" -o yaml | sed -n '/^spec:/,$p'
+	poll 120 "CSINode $NODE_NAME to list $DRIVER" \
+		sh -c "'$LC' kubectl get csinode '$NODE_NAME' -o jsonpath='{.spec.drivers[*].name}' | grep -qw '$DRIVER'" ||
+		fail "CSINode $NODE_NAME does not list $DRIVER: $(k get csinode "$NODE_NAME" -o yaml 2>&1)"
+	echo "CSINode $NODE_NAME drivers: $(k get csinode "$NODE_NAME" -o jsonpath='{.spec.drivers[*].name}')"
+	local n=0
+	poll 180 "CSIStorageCapacity objects" sh -c \
+		"[ \$('$LC' kubectl get csistoragecapacities -A -o name | wc -l) -gt 0 ]" ||
+		fail "no CSIStorageCapacity objects after 180s"
+	k get csistoragecapacities -A -o custom-columns='NAMESPACE:.metadata.namespace,CLASS:.storageClassName,CAPACITY:.capacity,TOPOLOGY:.nodeTopology.matchLabels'
+	n=$(k get csistoragecapacities -A -o json | jq --arg node "$NODE_NAME" \
+		'[.items[] | select((.nodeTopology.matchLabels // {} | to_entries | map(.value) | index($node)) != null)
+		 | select(.capacity != null and .capacity != "0")] | length')
+	[ "$n" -gt 0 ] || fail "no CSIStorageCapacity with capacity for node $NODE_NAME"
+	echo "CSIStorageCapacity objects with capacity on $NODE_NAME: $n"
+}
+
+# 2. An XFS PVC binds on first use, the pod starts, and inside the pod
+# untornctl verifies real atomic writes of at least 8 KiB.
+check_xfs_volume() {
+	pvc_pod xfs untorn-xfs 1Gi "$UNTORN_IMAGE"
+	poll 180 "pod xfs Ready" pod_ready xfs || fail "pod xfs did not become Ready"
+	echo "PVC: $(kt get pvc xfs -o jsonpath='{.status.phase} {.spec.volumeName} {.status.capacity.storage}')"
+	kt exec xfs -- sh -c 'grep " /data " /proc/mounts'
+	local out rc=0
+	out=$(kt exec xfs -- untornctl verify /data --unit 8Ki --json) || rc=$?
+	echo "untornctl verify /data --unit 8Ki --json (exit $rc): $out"
+	[ $rc = 0 ] || fail "untornctl verify exited $rc"
+	jq -e '.atomic == true and .unit >= 8192 and .fsType == "xfs"' <<< "$out" > /dev/null ||
+		fail "volume is not atomic for 8 KiB: $out"
+	kt exec xfs -- untornctl verify /data --unit 16Ki
+}
+
+# 3. A PVC of the ext4 'require' class cannot stage on loop devices (no
+# hardware atomic writes): the pod's events say why and the volume's backing
+# file carries no filesystem.
+check_ext4_require() {
+	pvc_pod ext4req untorn-ext4-16k 1Gi "$UNTORN_IMAGE"
+	local ev=""
+	poll 180 "a FailedMount event on pod ext4req" sh -c \
+		"'$LC' kubectl -n '$TEST_NS' get events --field-selector involvedObject.name=ext4req,reason=FailedMount -o name | grep -q ." ||
+		fail "no FailedMount event for pod ext4req"
+	ev=$(kt get events --field-selector involvedObject.name=ext4req,reason=FailedMount -o jsonpath='{range .items[*]}{.message}{"\n"}{end}')
+	echo "FailedMount events:"
+	echo "$ev"
+	grep -qi 'atomic' <<< "$ev" || fail "the FailedMount event does not say that atomic writes are unavailable"
+	local phase
+	phase=$(kt get pod ext4req -o jsonpath='{.status.phase}')
+	[ "$phase" != Running ] || fail "pod ext4req is Running on a volume that cannot be atomic"
+	local pv handle img
+	pv=$(kt get pvc ext4req -o jsonpath='{.spec.volumeName}')
+	[ -n "$pv" ] || fail "PVC ext4req is not bound"
+	handle=$(k get pv "$pv" -o jsonpath='{.spec.csi.volumeHandle}')
+	img=$LOOP_DIR/$handle.img
+	[ -f "$img" ] || fail "backing file $img of volume $handle not found: $(ls -la "$LOOP_DIR" 2>&1)"
+	local sig
+	sig=$(blkid -p -o export "$img" 2>&1 || true)
+	echo "blkid -p $img: ${sig:-<no signature>}"
+	[ -z "$sig" ] || fail "the volume was formatted although staging was refused: $sig"
+	# the backing file is sparse and untouched
+	echo "allocated blocks of $img: $(stat -c %b "$img")"
+}
+
+# sql POD QUERY: run a query in the PostgreSQL pod
+pg() { kt exec "$1" -c "$PG_CONTAINER" -- psql -U postgres -tAq -c "$2"; }
+
+# shim_counters POD CONTAINER: ask every shimmed process for a dump, then
+# print the summed counters as JSON
+shim_counters() {
+	local pod=$1 c=$2
+	kt exec "$pod" -c "$c" -- sh -c '
+		d=${UNTORN_STATS_DIR:?UNTORN_STATS_DIR is not set}
+		touch "$d/dump-now"; sleep 2; cat "$d"/untorn-*.json' > "$EVIDENCE/$pod-stats.jsonl" || return 1
+	jq -s '{processes: length,
+		atomic_writes: (map(.atomic_writes) | add),
+		atomic_bytes: (map(.atomic_bytes) | add),
+		uring_atomic: (map(.uring_atomic) | add),
+		aio_atomic: (map(.aio_atomic) | add),
+		write_errors: (map(.write_errors) | add),
+		strict_failures: (map(.strict_failures) | add),
+		passthrough: (map(.passthrough) | reduce .[] as $p ({}; . as $a | $p | with_entries(.value += ($a[.key] // 0))))}' \
+		"$EVIDENCE/$pod-stats.jsonl"
+}
+
+# shim_injected POD CONTAINER: LD_PRELOAD is set in the running process and
+# the shim volume is mounted read-only
+shim_injected() {
+	local pod=$1 c=$2
+	local preload
+	preload=$(kt exec "$pod" -c "$c" -- sh -c 'tr "\0" "\n" < /proc/1/environ | sed -n "s/^LD_PRELOAD=//p"')
+	[ -n "$preload" ] || fail "LD_PRELOAD is not set in $pod/$c (webhook did not inject the shim)"
+	echo "LD_PRELOAD=$preload"
+	local dir=${preload%/*} mnt
+	# the mount that holds the library
+	mnt=$(kt exec "$pod" -c "$c" -- sh -c "awk -v p='$preload' 'index(p, \$2) == 1 && \$2 != \"/\" {print}' /proc/mounts")
+	echo "shim mount: ${mnt:-<none>}"
+	[ -n "$mnt" ] || fail "no mount holds $preload in $pod/$c"
+	awk '{print $4}' <<< "$mnt" | tr ',' '\n' | grep -qx ro || fail "the shim volume at $dir is not read-only: $mnt"
+	kt exec "$pod" -c "$c" -- sh -c "test -r '$preload'" || fail "$preload is not readable"
+}
+
+# 4. The example PostgreSQL StatefulSet with the injected shim.
+check_postgres() {
+	[ -f "$PG_MANIFEST" ] || fail "$PG_MANIFEST does not exist"
+	kt apply -f "$PG_MANIFEST"
+	local sts
+	sts=$(kt get statefulsets -o name | grep -i postgres | head -n 1)
+	[ -n "$sts" ] || fail "no PostgreSQL StatefulSet in $PG_MANIFEST"
+	kt rollout status "$sts" --timeout=300s || fail "$sts did not become ready"
+	local pod=${sts#*/}-0
+	PG_CONTAINER=$(kt get pod "$pod" -o jsonpath='{.spec.containers[0].name}')
+	echo "pod $pod container $PG_CONTAINER; volumes:"
+	kt get pvc -o custom-columns=NAME:.metadata.name,CLASS:.spec.storageClassName,VOLUME:.spec.volumeName,SIZE:.status.capacity.storage
+	shim_injected "$pod" "$PG_CONTAINER"
+	local fpw
+	fpw=$(pg "$pod" 'SHOW full_page_writes')
+	echo "full_page_writes=$fpw"
+	[ "$fpw" = off ] || fail "full_page_writes is '$fpw', want off"
+	kt exec "$pod" -c "$PG_CONTAINER" -- sh -c 'grep -E " /var/lib/postgresql| /pgwal| pg_wal" /proc/mounts' || true
+	kt exec "$pod" -c "$PG_CONTAINER" -- pgbench -U postgres -i -s 4 -q postgres
+	kt exec "$pod" -c "$PG_CONTAINER" -- pgbench -U postgres -c 4 -j 2 -T 20 postgres | tail -n 6
+	pg "$pod" 'CHECKPOINT'
+	local stats
+	stats=$(shim_counters "$pod" "$PG_CONTAINER") || fail "cannot read the shim counters"
+	echo "shim counters (summed over processes): $stats"
+	jq -e '.atomic_writes > 0 and .write_errors == 0 and .strict_failures == 0' <<< "$stats" > /dev/null ||
+		fail "PostgreSQL's page writes did not go atomic: $stats"
+
+	local rows uid vol rows2
+	rows=$(pg "$pod" 'SELECT count(*) FROM pgbench_accounts')
+	pg "$pod" 'CREATE TABLE IF NOT EXISTS e2e_marker(v text); INSERT INTO e2e_marker VALUES ('\''survives'\'')'
+	uid=$(kt get pod "$pod" -o jsonpath='{.metadata.uid}')
+	vol=$(kt get pvc -o jsonpath='{range .items[*]}{.metadata.name}={.spec.volumeName} {end}')
+	echo "before restart: $rows rows in pgbench_accounts, volumes $vol"
+	kt delete pod "$pod" --wait=true --timeout=120s
+	poll 240 "pod $pod to come back" sh -c \
+		"[ \"\$('$LC' kubectl -n '$TEST_NS' get pod '$pod' -o jsonpath='{.metadata.uid}')\" != '$uid' ] &&
+		 '$LC' kubectl -n '$TEST_NS' wait --for=condition=Ready pod/'$pod' --timeout=1s" ||
+		fail "pod $pod did not come back Ready"
+	poll 60 "PostgreSQL to accept queries" pg "$pod" 'SELECT 1' || fail "PostgreSQL does not answer after the restart"
+	rows2=$(pg "$pod" 'SELECT count(*) FROM pgbench_accounts')
+	local vol2 marker
+	vol2=$(kt get pvc -o jsonpath='{range .items[*]}{.metadata.name}={.spec.volumeName} {end}')
+	marker=$(pg "$pod" 'SELECT v FROM e2e_marker')
+	echo "after restart: $rows2 rows, marker '$marker', volumes $vol2"
+	[ "$rows2" = "$rows" ] || fail "row count changed across the restart: $rows -> $rows2"
+	[ "$marker" = survives ] || fail "the marker row is gone after the restart"
+	[ "$vol2" = "$vol" ] || fail "the pod came back on other volumes: $vol -> $vol2"
+}
+
+# 4b. The example MariaDB StatefulSet with the injected shim.
+check_mariadb() {
+	[ -f "$MARIADB_MANIFEST" ] || fail "$MARIADB_MANIFEST does not exist"
+	kt apply -f "$MARIADB_MANIFEST"
+	local sts
+	sts=$(kt get statefulsets -o name | grep -i maria | head -n 1)
+	[ -n "$sts" ] || fail "no MariaDB StatefulSet in $MARIADB_MANIFEST"
+	kt rollout status "$sts" --timeout=300s || fail "$sts did not become ready"
+	local pod=${sts#*/}-0 c
+	c=$(kt get pod "$pod" -o jsonpath='{.spec.containers[0].name}')
+	shim_injected "$pod" "$c"
+	my() { kt exec "$pod" -c "$c" -- sh -c "mariadb -uroot -p\"\${MARIADB_ROOT_PASSWORD:-\$MYSQL_ROOT_PASSWORD}\" -N -e \"$1\""; }
+	local dw
+	dw=$(my "SELECT @@innodb_doublewrite")
+	echo "innodb_doublewrite=$dw"
+	[ "$dw" = 0 ] || [ "$dw" = OFF ] || fail "innodb_doublewrite is '$dw', want OFF"
+	my "CREATE DATABASE IF NOT EXISTS e2e; CREATE TABLE IF NOT EXISTS e2e.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB;
+	    INSERT INTO e2e.t (v) SELECT REPEAT('x', 200) FROM seq_1_to_20000; SET GLOBAL innodb_max_dirty_pages_pct=0;"
+	sleep 5
+	my "SET GLOBAL innodb_fast_shutdown=0; FLUSH TABLES e2e.t FOR EXPORT; UNLOCK TABLES;"
+	local stats
+	stats=$(shim_counters "$pod" "$c") || fail "cannot read the shim counters"
+	echo "shim counters (summed over processes): $stats"
+	jq -e '.atomic_writes > 0 and .write_errors == 0 and .strict_failures == 0' <<< "$stats" > /dev/null ||
+		fail "MariaDB's page writes did not go atomic: $stats"
+	echo "rows: $(my 'SELECT count(*) FROM e2e.t')"
+}
+
+# 5. Growing a bound PVC grows the mounted filesystem without a restart.
+check_expand() {
+	pvc_pod grow untorn-xfs 1Gi "$UNTORN_IMAGE"
+	poll 180 "pod grow Ready" pod_ready grow || fail "pod grow did not become Ready"
+	local before after
+	before=$(kt exec grow -- df -B1 --output=size /data | tail -n 1 | tr -d ' ')
+	echo "filesystem size before: $before"
+	kt patch pvc grow --type merge -p '{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}'
+	poll 180 "PVC grow to report 2Gi" sh -c \
+		"[ \"\$('$LC' kubectl -n '$TEST_NS' get pvc grow -o jsonpath='{.status.capacity.storage}')\" = 2Gi ]" ||
+		fail "PVC grow did not reach 2Gi: $(kt get pvc grow -o yaml | sed -n '/^status:/,$p')"
+	poll 60 "the mounted filesystem to grow" sh -c \
+		"[ \"\$('$LC' kubectl -n '$TEST_NS' exec grow -- df -B1 --output=size /data | tail -n 1 | tr -d ' ')\" -gt $before ]" ||
+		fail "filesystem in the pod still $before bytes"
+	after=$(kt exec grow -- df -B1 --output=size /data | tail -n 1 | tr -d ' ')
+	echo "filesystem size after: $after (pod uid unchanged: $(kt get pod grow -o jsonpath='{.status.containerStatuses[0].restartCount}') restarts)"
+	[ "$after" -gt $((before + 512 * 1024 * 1024)) ] || fail "filesystem grew only from $before to $after"
+	kt exec grow -- untornctl verify /data --unit 8Ki
+}
+
+# 6. Deleting every workload and PVC deletes the volumes: no PV, no backing
+# file and no loop device is left.
+check_cleanup() {
+	kt delete statefulsets,pods --all --wait=true --timeout=180s
+	kt delete pvc --all --wait=true --timeout=180s
+	poll 180 "every PV of $DRIVER to be deleted" sh -c \
+		"[ -z \"\$('$LC' kubectl get pv -o jsonpath='{.items[?(@.spec.csi.driver==\"$DRIVER\")].metadata.name}')\" ]" ||
+		fail "PVs left: $(k get pv -o wide)"
+	local files loops
+	files=$(find "$LOOP_DIR" -maxdepth 1 -type f -name '*.img' 2>/dev/null || true)
+	loops=$("$LC" loops)
+	echo "backing files left: ${files:-none}; loop devices left: ${loops:-none}"
+	[ -z "$files" ] || fail "backing files left in $LOOP_DIR: $files"
+	[ -z "$loops" ] || fail "loop devices left: $loops"
+	"$LC" exec sh -c 'grep -c "/var/lib/kubelet/.*untorn" /proc/self/mounts' | grep -qx 0 ||
+		fail "volume mounts left in the kubelet's directory: $("$LC" exec grep untorn /proc/self/mounts)"
+}
