@@ -176,7 +176,7 @@ func planExt4(dev DeviceLimits, req PlanRequest) (Plan, error) {
 	u := req.Unit
 	name := deviceName(dev)
 	if dev.UnitMin == 0 || dev.UnitMax == 0 {
-		return Plan{}, deviceLimit("%w: %s advertises no atomic write unit; ext4 needs hardware atomic writes — use fsType xfs for software atomic writes",
+		return Plan{}, deviceLimit("%w: %s (atomic_write_unit_max_bytes is 0 or absent); ext4 needs them — use fsType xfs for software atomic writes",
 			ErrNoHardware, name)
 	}
 	if align := dev.RequiredAlignment(); !dev.AlignedTo(align) {
