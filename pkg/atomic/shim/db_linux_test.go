@@ -92,8 +92,8 @@ type pageWrites struct{ atomic, plain, otherSizes int }
 
 var (
 	straceCall   = regexp.MustCompile(`^(pwrite64|pwritev2|pwritev|write|writev)\((\d+)<([^>]*)>, (.*)\) += (-?\d+)$`)
-	straceTail2  = regexp.MustCompile(`, (\d+), (\d+)$`)                // pwrite64: count, offset
-	straceTailV2 = regexp.MustCompile(`, \d+, (\d+), ([^,]+)$`)         // pwritev2: n, offset, flags
+	straceTail2  = regexp.MustCompile(`, (\d+), (\d+)$`)        // pwrite64: count, offset
+	straceTailV2 = regexp.MustCompile(`, \d+, (\d+), ([^,]+)$`) // pwritev2: n, offset, flags
 	straceIovLen = regexp.MustCompile(`iov_len=(\d+)`)
 	straceFlagAt = regexp.MustCompile(`RWF_ATOMIC|0x40 /\* RWF_\?\?\? \*/`)
 )
