@@ -18,20 +18,20 @@ import (
 
 // The lvm outputs below are recordings of lvm2 2.03 (testdata/lvm/record.sh).
 const (
-	tID1     = "uv-0123456789abcdef0123456789abcdef"
-	tID2     = "uv-fedcba9876543210fedcba9876543210"
-	tMissing = "uv-00000000000000000000000000000000"
-	tDM1     = "/dev/mapper/vg0-uv--0123456789abcdef0123456789abcdef"
-	tLVF     = "lv_name,lv_size,lv_attr,lv_path,lv_dm_path,lv_tags"
-	tVGF     = "vg_name,vg_size,vg_free,vg_extent_size"
+	lvmID1       = "uv-0123456789abcdef0123456789abcdef"
+	lvmID2       = "uv-fedcba9876543210fedcba9876543210"
+	lvmMissingID = "uv-00000000000000000000000000000000"
+	lvmDM1       = "/dev/mapper/vg0-uv--0123456789abcdef0123456789abcdef"
+	lvmTestLVF   = "lv_name,lv_size,lv_attr,lv_path,lv_dm_path,lv_tags"
+	lvmTestVGF   = "vg_name,vg_size,vg_free,vg_extent_size"
 )
 
-func lvsArgs(target string) []string {
-	return []string{"lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", tLVF, target}
+func lvmLvsArgs(target string) []string {
+	return []string{"lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", lvmTestLVF, target}
 }
 
-func vgsArgs(vg string) []string {
-	return []string{"vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", tVGF, vg}
+func lvmVgsArgs(vg string) []string {
+	return []string{"vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", lvmTestVGF, vg}
 }
 
 // lvmStep is one expected command and the recording it answers with.
@@ -42,18 +42,18 @@ type lvmStep struct {
 	err  error               // returned instead of the recording (e.g. not installed)
 }
 
-// active and inactive turn the recorded state "X" (no device-mapper where it
+// lvmActive and lvmInactive turn the recorded state "X" (no device-mapper where it
 // was recorded) into what lvs prints for an active or inactive LV.
-func active(s string) string   { return strings.ReplaceAll(s, `"-wi-XX----"`, `"-wi-a-----"`) }
-func inactive(s string) string { return strings.ReplaceAll(s, `"-wi-XX----"`, `"-wi-------"`) }
+func lvmActive(s string) string   { return strings.ReplaceAll(s, `"-wi-XX----"`, `"-wi-a-----"`) }
+func lvmInactive(s string) string { return strings.ReplaceAll(s, `"-wi-XX----"`, `"-wi-------"`) }
 
-func resized(size int64) func(string) string {
+func lvmResized(size int64) func(string) string {
 	return func(s string) string {
 		return strings.Replace(s, `"lv_size":"8388608"`, `"lv_size":"`+strconv.FormatInt(size, 10)+`"`, 1)
 	}
 }
 
-func readRec(t *testing.T, name, ext string) []byte {
+func readLVMRec(t *testing.T, name, ext string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", "lvm", name+"."+ext))
 	if errors.Is(err, os.ErrNotExist) {
@@ -82,11 +82,11 @@ func scriptLVM(t *testing.T, steps []lvmStep) *fakeexec.FakeExec {
 				if st.err != nil {
 					return nil, nil, st.err
 				}
-				out := readRec(t, st.rec, "out")
+				out := readLVMRec(t, st.rec, "out")
 				if st.edit != nil {
 					out = []byte(st.edit(string(out)))
 				}
-				rc, err := strconv.Atoi(strings.TrimSpace(string(readRec(t, st.rec, "rc"))))
+				rc, err := strconv.Atoi(strings.TrimSpace(string(readLVMRec(t, st.rec, "rc"))))
 				if err != nil {
 					t.Fatalf("recording %s: exit code: %v", st.rec, err)
 				}
@@ -94,7 +94,7 @@ func scriptLVM(t *testing.T, steps []lvmStep) *fakeexec.FakeExec {
 				if rc != 0 {
 					runErr = fakeexec.FakeExitError{Status: rc}
 				}
-				return out, readRec(t, st.rec, "txt"), runErr
+				return out, readLVMRec(t, st.rec, "txt"), runErr
 			}}
 			return fakeexec.InitFakeCmd(fc, cmd, args...)
 		})
@@ -119,12 +119,12 @@ func checkLVMEnv(t *testing.T, env []string) {
 	}
 }
 
-var createArgs = []string{"lvcreate", "--yes", "--type", "linear", "-n", tID1, "-L", "8388608b", "-W", "y", "-Z", "y",
+var lvmCreateArgs = []string{"lvcreate", "--yes", "--type", "linear", "-n", lvmID1, "-L", "8388608b", "-W", "y", "-Z", "y",
 	"--addtag", "untorn.csi.dev", "--addtag", "untorn.m.MZZVI6LQMU.PBTHG", "--addtag", "untorn.m.NZQW2ZI.OB3GGLJR", "vg0"}
 
-var tMeta = map[string]string{"name": "pvc-1", "fsType": "xfs"}
+var lvmTestMeta = map[string]string{"name": "pvc-1", "fsType": "xfs"}
 
-var vol1 = BackendVolume{ID: tID1, SizeBytes: 8 << 20, Meta: tMeta}
+var lvmVol1 = BackendVolume{ID: lvmID1, SizeBytes: 8 << 20, Meta: lvmTestMeta}
 
 func TestLVMCreate(t *testing.T) {
 	tests := []struct {
@@ -136,39 +136,39 @@ func TestLVMCreate(t *testing.T) {
 		want    BackendVolume
 		wantErr error
 	}{
-		{name: "new", id: tID1, size: 8 << 20, meta: tMeta, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-missing"},
-			{argv: createArgs, rec: "lvcreate"},
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one", edit: active},
-		}, want: BackendVolume{ID: tID1, SizeBytes: 8 << 20, Device: tDM1, Meta: tMeta}},
-		{name: "existing is returned unchanged", id: tID1, size: 16 << 20, meta: map[string]string{"name": "other"}, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
-		}, want: vol1},
-		{name: "created concurrently", id: tID1, size: 8 << 20, meta: tMeta, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-missing"},
-			{argv: createArgs, rec: "lvcreate-exists"},
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
-		}, want: vol1},
-		{name: "no space", id: tID1, size: 8 << 20, meta: tMeta, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-missing"},
-			{argv: createArgs, rec: "lvcreate-nospace"},
+		{name: "new", id: lvmID1, size: 8 << 20, meta: lvmTestMeta, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-missing"},
+			{argv: lvmCreateArgs, rec: "lvcreate"},
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one", edit: lvmActive},
+		}, want: BackendVolume{ID: lvmID1, SizeBytes: 8 << 20, Device: lvmDM1, Meta: lvmTestMeta}},
+		{name: "existing is returned unchanged", id: lvmID1, size: 16 << 20, meta: map[string]string{"name": "other"}, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
+		}, want: lvmVol1},
+		{name: "created concurrently", id: lvmID1, size: 8 << 20, meta: lvmTestMeta, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-missing"},
+			{argv: lvmCreateArgs, rec: "lvcreate-exists"},
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
+		}, want: lvmVol1},
+		{name: "no space", id: lvmID1, size: 8 << 20, meta: lvmTestMeta, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-missing"},
+			{argv: lvmCreateArgs, rec: "lvcreate-nospace"},
 		}, wantErr: ErrNoSpace},
-		{name: "volume group missing", vg: "vg1", id: tID1, size: 8 << 20, steps: []lvmStep{
-			{argv: lvsArgs("vg1/" + tID1), rec: "lvs-vg-missing"},
+		{name: "volume group missing", vg: "vg1", id: lvmID1, size: 8 << 20, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg1/" + lvmID1), rec: "lvs-vg-missing"},
 		}, wantErr: ErrBackendUnavailable},
-		{name: "lvm not installed", id: tID1, size: 8 << 20, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), err: exec.ErrExecutableNotFound},
+		{name: "lvm not installed", id: lvmID1, size: 8 << 20, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), err: exec.ErrExecutableNotFound},
 		}, wantErr: ErrBackendUnavailable},
 		{name: "LV of that name not created by untorn", id: "root", size: 8 << 20, steps: []lvmStep{
-			{argv: lvsArgs("vg0/root"), rec: "lvs-foreign"},
+			{argv: lvmLvsArgs("vg0/root"), rec: "lvs-foreign"},
 		}, wantErr: ErrAlreadyExists},
 		{name: "invalid name", id: "../x", size: 8 << 20, wantErr: ErrInvalidArgument},
 		{name: "reserved prefix", id: "snapshot1", size: 8 << 20, wantErr: ErrInvalidArgument},
 		{name: "reserved substring", id: "a_tmeta", size: 8 << 20, wantErr: ErrInvalidArgument},
-		{name: "zero size", id: tID1, wantErr: ErrInvalidArgument},
-		{name: "metadata too long for a tag", id: tID1, size: 8 << 20,
+		{name: "zero size", id: lvmID1, wantErr: ErrInvalidArgument},
+		{name: "metadata too long for a tag", id: lvmID1, size: 8 << 20,
 			meta: map[string]string{"k": strings.Repeat("v", 700)}, wantErr: ErrInvalidArgument},
-		{name: "empty metadata key", id: tID1, size: 8 << 20, meta: map[string]string{"": "v"}, wantErr: ErrInvalidArgument},
+		{name: "empty metadata key", id: lvmID1, size: 8 << 20, meta: map[string]string{"": "v"}, wantErr: ErrInvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -198,27 +198,27 @@ func TestLVMDelete(t *testing.T) {
 		steps   []lvmStep
 		wantErr error
 	}{
-		{name: "existing", id: tID1, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
-			{argv: []string{"lvremove", "-y", "vg0/" + tID1}, rec: "lvremove"},
+		{name: "existing", id: lvmID1, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
+			{argv: []string{"lvremove", "-y", "vg0/" + lvmID1}, rec: "lvremove"},
 		}},
-		{name: "missing", id: tID1, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-missing"},
+		{name: "missing", id: lvmID1, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-missing"},
 		}},
-		{name: "removed concurrently", id: tID1, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
-			{argv: []string{"lvremove", "-y", "vg0/" + tID1}, rec: "lvremove-missing"},
+		{name: "removed concurrently", id: lvmID1, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
+			{argv: []string{"lvremove", "-y", "vg0/" + lvmID1}, rec: "lvremove-missing"},
 		}},
-		{name: "in use", id: tID1, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one", edit: active},
-			{argv: []string{"lvremove", "-y", "vg0/" + tID1}, rec: "lvremove-in-use"},
+		{name: "in use", id: lvmID1, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one", edit: lvmActive},
+			{argv: []string{"lvremove", "-y", "vg0/" + lvmID1}, rec: "lvremove-in-use"},
 		}, wantErr: ErrVolumeInUse},
 		{name: "not created by untorn is left alone", id: "root", steps: []lvmStep{
-			{argv: lvsArgs("vg0/root"), rec: "lvs-foreign"},
+			{argv: lvmLvsArgs("vg0/root"), rec: "lvs-foreign"},
 		}},
 		{name: "ID that cannot be an LV", id: "a/b"},
-		{name: "volume group missing", vg: "vg1", id: tID1, steps: []lvmStep{
-			{argv: lvsArgs("vg1/" + tID1), rec: "lvs-vg-missing"},
+		{name: "volume group missing", vg: "vg1", id: lvmID1, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg1/" + lvmID1), rec: "lvs-vg-missing"},
 		}, wantErr: ErrBackendUnavailable},
 	}
 	for _, tt := range tests {
@@ -236,7 +236,7 @@ func TestLVMDelete(t *testing.T) {
 }
 
 func TestLVMExpand(t *testing.T) {
-	extend := []string{"lvextend", "-L", "16777216b", "vg0/" + tID1}
+	extend := []string{"lvextend", "-L", "16777216b", "vg0/" + lvmID1}
 	tests := []struct {
 		name     string
 		id       string
@@ -245,27 +245,27 @@ func TestLVMExpand(t *testing.T) {
 		wantSize int64
 		wantErr  error
 	}{
-		{name: "grows", id: tID1, size: 16 << 20, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
+		{name: "grows", id: lvmID1, size: 16 << 20, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
 			{argv: extend, rec: "lvextend"},
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one", edit: resized(16 << 20)},
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one", edit: lvmResized(16 << 20)},
 		}, wantSize: 16 << 20},
-		{name: "already large enough", id: tID1, size: 4 << 20, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
+		{name: "already large enough", id: lvmID1, size: 4 << 20, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
 		}, wantSize: 8 << 20},
-		{name: "no space", id: tID1, size: 16 << 20, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
+		{name: "no space", id: lvmID1, size: 16 << 20, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
 			{argv: extend, rec: "lvextend-nospace"},
 		}, wantErr: ErrNoSpace},
-		{name: "missing", id: tID1, size: 16 << 20, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-missing"},
+		{name: "missing", id: lvmID1, size: 16 << 20, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-missing"},
 		}, wantErr: ErrVolumeNotFound},
-		{name: "removed concurrently", id: tID1, size: 16 << 20, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
+		{name: "removed concurrently", id: lvmID1, size: 16 << 20, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
 			{argv: extend, rec: "lvextend-missing"},
 		}, wantErr: ErrVolumeNotFound},
 		{name: "not created by untorn", id: "root", size: 16 << 20, steps: []lvmStep{
-			{argv: lvsArgs("vg0/root"), rec: "lvs-foreign"},
+			{argv: lvmLvsArgs("vg0/root"), rec: "lvs-foreign"},
 		}, wantErr: ErrVolumeNotFound},
 	}
 	for _, tt := range tests {
@@ -284,10 +284,10 @@ func TestLVMExpand(t *testing.T) {
 func TestLVMCheckCapacityAllocationUnit(t *testing.T) {
 	ctx := context.Background()
 	b := NewLVMBackend("vg0", scriptLVM(t, []lvmStep{
-		{argv: vgsArgs("vg0"), rec: "vgs", edit: func(s string) string {
+		{argv: lvmVgsArgs("vg0"), rec: "vgs", edit: func(s string) string {
 			return strings.Replace(s, `"vg_extent_size":"4194304"`, `"vg_extent_size":"33554432"`, 1)
 		}},
-		{argv: vgsArgs("vg0"), rec: "vgs"},
+		{argv: lvmVgsArgs("vg0"), rec: "vgs"},
 	}))
 	if got := b.AllocationUnit(); got != 4<<20 {
 		t.Errorf("AllocationUnit before vgs = %d, want LVM's default %d", got, 4<<20)
@@ -311,10 +311,10 @@ func TestLVMCheckUnavailable(t *testing.T) {
 		steps    []lvmStep
 		wantExit int
 	}{
-		{name: "volume group missing", vg: "vg1", steps: []lvmStep{{argv: vgsArgs("vg1"), rec: "vg-missing"}}, wantExit: 5},
-		{name: "lvm not installed", vg: "vg0", steps: []lvmStep{{argv: vgsArgs("vg0"), err: exec.ErrExecutableNotFound}}, wantExit: -1},
+		{name: "volume group missing", vg: "vg1", steps: []lvmStep{{argv: lvmVgsArgs("vg1"), rec: "vg-missing"}}, wantExit: 5},
+		{name: "lvm not installed", vg: "vg0", steps: []lvmStep{{argv: lvmVgsArgs("vg0"), err: exec.ErrExecutableNotFound}}, wantExit: -1},
 		{name: "invalid volume group name", vg: "-vg"},
-		{name: "vgs reports nothing", vg: "vg0", steps: []lvmStep{{argv: vgsArgs("vg0"), rec: "vgs-empty",
+		{name: "vgs reports nothing", vg: "vg0", steps: []lvmStep{{argv: lvmVgsArgs("vg0"), rec: "vgs-empty",
 			edit: func(s string) string { return strings.Replace(s, `"vg_name":"vg0"`, `"vg_name":"other"`, 1) }}}},
 	}
 	for _, tt := range tests {
@@ -332,20 +332,20 @@ func TestLVMCheckUnavailable(t *testing.T) {
 }
 
 func TestLVMList(t *testing.T) {
-	b := NewLVMBackend("vg0", scriptLVM(t, []lvmStep{{argv: lvsArgs("vg0"), rec: "lvs-all", edit: active}}))
+	b := NewLVMBackend("vg0", scriptLVM(t, []lvmStep{{argv: lvmLvsArgs("vg0"), rec: "lvs-all", edit: lvmActive}}))
 	got, err := b.List(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []BackendVolume{
-		{ID: tID1, SizeBytes: 8 << 20, Device: tDM1, Meta: tMeta},
-		{ID: tID2, SizeBytes: 4 << 20, Device: "/dev/mapper/vg0-uv--fedcba9876543210fedcba9876543210", Meta: map[string]string{}},
+		{ID: lvmID1, SizeBytes: 8 << 20, Device: lvmDM1, Meta: lvmTestMeta},
+		{ID: lvmID2, SizeBytes: 4 << 20, Device: "/dev/mapper/vg0-uv--fedcba9876543210fedcba9876543210", Meta: map[string]string{}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("List = %+v\nwant %+v (the LV without the owner tag left out)", got, want)
 	}
 
-	b = NewLVMBackend("vg1", scriptLVM(t, []lvmStep{{argv: lvsArgs("vg1"), rec: "lvs-vg-missing"}}))
+	b = NewLVMBackend("vg1", scriptLVM(t, []lvmStep{{argv: lvmLvsArgs("vg1"), rec: "lvs-vg-missing"}}))
 	if _, err := b.List(context.Background()); !errors.Is(err, ErrBackendUnavailable) {
 		t.Errorf("List on a missing VG: %v, want ErrBackendUnavailable", err)
 	}
@@ -359,17 +359,17 @@ func TestLVMGet(t *testing.T) {
 		want    BackendVolume
 		wantErr error
 	}{
-		{name: "inactive has no device", id: tID1, steps: []lvmStep{{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one", edit: inactive}}, want: vol1},
-		{name: "missing", id: tID1, steps: []lvmStep{{argv: lvsArgs("vg0/" + tID1), rec: "lvs-missing"}}, wantErr: ErrVolumeNotFound},
-		{name: "not created by untorn", id: "root", steps: []lvmStep{{argv: lvsArgs("vg0/root"), rec: "lvs-foreign"}}, wantErr: ErrVolumeNotFound},
+		{name: "inactive has no device", id: lvmID1, steps: []lvmStep{{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one", edit: lvmInactive}}, want: lvmVol1},
+		{name: "missing", id: lvmID1, steps: []lvmStep{{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-missing"}}, wantErr: ErrVolumeNotFound},
+		{name: "not created by untorn", id: "root", steps: []lvmStep{{argv: lvmLvsArgs("vg0/root"), rec: "lvs-foreign"}}, wantErr: ErrVolumeNotFound},
 		{name: "ID that cannot be an LV", id: "..", wantErr: ErrVolumeNotFound},
-		{name: "garbled report", id: tID1, steps: []lvmStep{{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one",
-			edit: func(s string) string { return strings.Replace(s, `"lv_size":"8388608"`, `"lv_size":"8.00m"`, 1) }}}, wantErr: errAny},
+		{name: "garbled report", id: lvmID1, steps: []lvmStep{{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one",
+			edit: func(s string) string { return strings.Replace(s, `"lv_size":"8388608"`, `"lv_size":"8.00m"`, 1) }}}, wantErr: errLVMAny},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := NewLVMBackend("vg0", scriptLVM(t, tt.steps)).Get(context.Background(), tt.id)
-			if tt.wantErr == errAny {
+			if tt.wantErr == errLVMAny {
 				if err == nil {
 					t.Fatal("Get succeeded, want an error")
 				}
@@ -385,36 +385,36 @@ func TestLVMGet(t *testing.T) {
 	}
 }
 
-var errAny = errors.New("any error")
+var errLVMAny = errors.New("any error")
 
 func TestLVMAttach(t *testing.T) {
-	activate := []string{"lvchange", "-ay", "vg0/" + tID1}
+	activate := []string{"lvchange", "-ay", "vg0/" + lvmID1}
 	tests := []struct {
 		name    string
 		steps   []lvmStep
 		wantErr error
 	}{
-		{name: "active", steps: []lvmStep{{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one", edit: active}}},
+		{name: "active", steps: []lvmStep{{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one", edit: lvmActive}}},
 		{name: "inactive is activated", steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one", edit: inactive},
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one", edit: lvmInactive},
 			{argv: activate, rec: "lvchange-tags"},
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one", edit: active},
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one", edit: lvmActive},
 		}},
 		{name: "activation without effect", steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one", edit: inactive},
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one", edit: lvmInactive},
 			{argv: activate, rec: "lvchange-tags"},
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one", edit: inactive},
-		}, wantErr: errAny},
-		{name: "missing", steps: []lvmStep{{argv: lvsArgs("vg0/" + tID1), rec: "lvs-missing"}}, wantErr: ErrVolumeNotFound},
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one", edit: lvmInactive},
+		}, wantErr: errLVMAny},
+		{name: "missing", steps: []lvmStep{{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-missing"}}, wantErr: ErrVolumeNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dev, err := NewLVMBackend("vg0", scriptLVM(t, tt.steps)).Attach(context.Background(), tID1)
+			dev, err := NewLVMBackend("vg0", scriptLVM(t, tt.steps)).Attach(context.Background(), lvmID1)
 			switch {
-			case tt.wantErr == errAny && err != nil:
+			case tt.wantErr == errLVMAny && err != nil:
 			case tt.wantErr == nil && err == nil:
-				if dev != tDM1 {
-					t.Errorf("Attach = %q, want %q", dev, tDM1)
+				if dev != lvmDM1 {
+					t.Errorf("Attach = %q, want %q", dev, lvmDM1)
 				}
 			case tt.wantErr != nil && errors.Is(err, tt.wantErr):
 			default:
@@ -431,22 +431,22 @@ func TestLVMSetMeta(t *testing.T) {
 		steps []lvmStep
 	}{
 		{name: "replaces one key", meta: map[string]string{"fsType": "ext4", "name": "pvc-1"}, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
 			{argv: []string{"lvchange", "--deltag", "untorn.m.MZZVI6LQMU.PBTHG", "--addtag", "untorn.m.MZZVI6LQMU.MV4HINA",
-				"vg0/" + tID1}, rec: "lvchange-tags"},
+				"vg0/" + lvmID1}, rec: "lvchange-tags"},
 		}},
 		{name: "adds a key", meta: map[string]string{"atomicWriteUnit": "16384"}, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
 			{argv: []string{"lvchange", "--addtag", "untorn.m.MF2G63LJMNLXE2LUMVKW42LU.GE3DGOBU",
-				"vg0/" + tID1}, rec: "lvchange-tags"},
+				"vg0/" + lvmID1}, rec: "lvchange-tags"},
 		}},
 		{name: "unchanged runs nothing", meta: map[string]string{"name": "pvc-1"}, steps: []lvmStep{
-			{argv: lvsArgs("vg0/" + tID1), rec: "lvs-one"},
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := NewLVMBackend("vg0", scriptLVM(t, tt.steps)).SetMeta(context.Background(), tID1, tt.meta); err != nil {
+			if err := NewLVMBackend("vg0", scriptLVM(t, tt.steps)).SetMeta(context.Background(), lvmID1, tt.meta); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -487,7 +487,7 @@ func TestValidateLVName(t *testing.T) {
 		vg, name string
 		ok       bool
 	}{
-		{"vg0", tID1, true},
+		{"vg0", lvmID1, true},
 		{"vg0", "a+b_c.d-e", true},
 		{"vg0", strings.Repeat("a", 121), true},
 		{"vg0", strings.Repeat("a", 122), false},
