@@ -162,6 +162,33 @@ func testAtomicFile(t *testing.T, dir string) {
 	}
 }
 
+func TestVerifyXFSLargeUnitOnLoop(t *testing.T) {
+	testutil.RequireRoot(t)
+	// A unit above XFS's default max gets max_atomic_write=; the mount
+	// must accept it and the filesystem then gives atomic writes of it.
+	dev := testutil.LoopDevice(t, gib)
+	limits, err := Sysfs{}.Probe(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const unit = 4 << 20
+	p, err := PlanFormat(limits, PlanRequest{FSType: FSXFS, Unit: unit, Policy: PolicyRequire}, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.MountOptions) != 1 {
+		t.Fatalf("plan for %d has mount options %q", unit, p.MountOptions)
+	}
+	dir := formatPlanned(t, p)
+	v, err := Verify(dir, unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Atomic || uint64(v.UnitMax) != p.AtomicUnitMax || v.Unit != unit {
+		t.Errorf("verification %+v, want atomic up to %d", v, p.AtomicUnitMax)
+	}
+}
+
 func TestVerifyExt4BigallocOnLoop(t *testing.T) {
 	testutil.RequireRoot(t)
 	dev := testutil.LoopDevice(t, gib)
