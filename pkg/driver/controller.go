@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -251,19 +253,29 @@ func (d *Driver) deleteVolume(ctx context.Context, id string) error {
 	return nil
 }
 
-// mountsOf lists the mount points of a device.
-func (d *Driver) mountsOf(dev string) ([]string, error) {
+// mountsOf lists the mount points of a device (symlinks such as
+// /dev/vg/lv and /dev/mapper/vg-lv resolved), except the paths in exclude.
+func (d *Driver) mountsOf(dev string, exclude ...string) ([]string, error) {
 	mps, err := d.mounter.List()
 	if err != nil {
 		return nil, fmt.Errorf("list mounts: %w", err)
 	}
+	want := resolve(dev)
 	var out []string
 	for _, mp := range mps {
-		if mp.Device == dev {
-			out = append(out, mp.Path)
+		if resolve(mp.Device) != want || slices.Contains(exclude, mp.Path) {
+			continue
 		}
+		out = append(out, mp.Path)
 	}
 	return out, nil
+}
+
+func resolve(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
 }
 
 func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {

@@ -102,7 +102,7 @@ func New(opts Options, deps Deps) (*Driver, error) {
 		icpts:    deps.Interceptors,
 	}
 	if d.version == "" {
-		d.version = buildVersion()
+		d.version = Version()
 	}
 	if opts.Mode != ModeController {
 		d.state = &stateStore{dir: filepath.Join(opts.StateDir, "staged")}
@@ -113,10 +113,11 @@ func New(opts Options, deps Deps) (*Driver, error) {
 type noMetrics struct{}
 
 func (noMetrics) SetVolumeAtomic(string, uint64, uint64, bool, bool) {}
-func (noMetrics) DeleteVolume(string)                               {}
-func (noMetrics) VerificationFailed(string)                         {}
+func (noMetrics) DeleteVolume(string)                                {}
+func (noMetrics) VerificationFailed(string)                          {}
 
-func buildVersion() string {
+// Version is the module version from the build info, or "devel".
+func Version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}

@@ -53,6 +53,12 @@ func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequ
 		opts = append(opts, "ro")
 	}
 
+	if vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
+		if err := d.singleWriter(ctx, id, req.GetStagingTargetPath(), target); err != nil {
+			return err
+		}
+	}
+
 	var source string
 	if vc.GetBlock() != nil {
 		st, ok, err := d.state.get(id)
@@ -84,6 +90,24 @@ func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequ
 		return err
 	}
 	klog.InfoS("published volume", "volumeID", id, "targetPath", target, "options", opts)
+	return nil
+}
+
+// singleWriter refuses a second publication of a SINGLE_NODE_SINGLE_WRITER
+// volume: its device must not be mounted anywhere but the staging and
+// target paths.
+func (d *Driver) singleWriter(ctx context.Context, id, staging, target string) error {
+	dev, err := d.backend.Attach(ctx, id)
+	if err != nil {
+		return err
+	}
+	others, err := d.mountsOf(dev, staging, target)
+	if err != nil {
+		return err
+	}
+	if len(others) > 0 {
+		return fmt.Errorf("%w: single-writer volume %s is already published at %v", ErrVolumeInUse, id, others)
+	}
 	return nil
 }
 
@@ -172,6 +196,9 @@ func (d *Driver) nodeUnpublish(req *csi.NodeUnpublishVolumeRequest) error {
 		return err
 	}
 	// The target is ours to remove (CSI: the plugin creates and deletes it).
+	if _, err := os.Lstat(target); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err := mount.CleanupMountPoint(target, d.mounter, true); err != nil {
 		return fmt.Errorf("remove target_path: %w", err)
 	}

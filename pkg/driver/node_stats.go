@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
@@ -20,11 +21,14 @@ func (d *Driver) nodeStats(ctx context.Context, req *csi.NodeGetVolumeStatsReque
 	if id == "" {
 		return nil, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
 	}
-	if err := checkPath("volume_path", p); err != nil {
-		return nil, err
+	if p == "" {
+		return nil, fmt.Errorf("%w: volume_path is required", ErrInvalidArgument)
 	}
 	if _, err := d.getVolume(ctx, id); err != nil {
 		return nil, err
+	}
+	if !filepath.IsAbs(p) {
+		return nil, fmt.Errorf("%w: no volume at volume_path %q (not an absolute path)", ErrVolumeNotFound, p)
 	}
 	fi, err := os.Stat(p)
 	if errors.Is(err, os.ErrNotExist) {
@@ -157,8 +161,8 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 	if id == "" {
 		return nil, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
 	}
-	if err := checkPath("volume_path", p); err != nil {
-		return nil, err
+	if p == "" {
+		return nil, fmt.Errorf("%w: volume_path is required", ErrInvalidArgument)
 	}
 	if c := req.GetVolumeCapability(); c != nil {
 		if err := checkCapability(c, ""); err != nil {
@@ -173,6 +177,9 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 	vol, err := d.getVolume(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	if !filepath.IsAbs(p) {
+		return nil, fmt.Errorf("%w: no volume at volume_path %q (not an absolute path)", ErrVolumeNotFound, p)
 	}
 	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: volume_path %s does not exist", ErrVolumeNotFound, p)
