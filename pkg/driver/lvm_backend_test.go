@@ -512,3 +512,22 @@ func TestValidateLVName(t *testing.T) {
 		}
 	}
 }
+
+// lvmMissingTools runs every command under a name no binary has, as on a
+// node without lvm2.
+type lvmMissingTools struct{ exec.Interface }
+
+func (m lvmMissingTools) CommandContext(ctx context.Context, cmd string, args ...string) exec.Cmd {
+	return m.Interface.CommandContext(ctx, "untorn-test-missing-"+cmd, args...)
+}
+
+func TestLVMNotInstalled(t *testing.T) {
+	ctx := context.Background()
+	b := NewLVMBackend("vg0", lvmMissingTools{exec.New()})
+	if err := b.Check(ctx); !errors.Is(err, ErrBackendUnavailable) {
+		t.Errorf("Check without lvm2: %v, want ErrBackendUnavailable", err)
+	}
+	if _, err := b.Create(ctx, lvmID1, 8<<20, nil); !errors.Is(err, ErrBackendUnavailable) {
+		t.Errorf("Create without lvm2: %v, want ErrBackendUnavailable", err)
+	}
+}
