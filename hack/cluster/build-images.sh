@@ -55,6 +55,27 @@ build_sidecar() { # name version
 	mark "$name" "$key"
 }
 
+# set_ids ROOT USER ID: give USER and its group the uid/gid ID in the root
+# filesystem ROOT, and its files with them
+set_ids() {
+	local root=$1 user=$2 id=$3 ouid ogid
+	ouid=$(awk -F: -v u="$user" '$1 == u {print $3}' "$root/etc/passwd")
+	ogid=$(awk -F: -v u="$user" '$1 == u {print $3}' "$root/etc/group")
+	[ -n "$ouid" ] && [ -n "$ogid" ] || die "no user/group $user in the image"
+	[ "$ouid" = "$id" ] && [ "$ogid" = "$id" ] && return 0
+	awk -F: -v id="$id" -v u="$user" '$3 == id && $1 != u {exit 1}' "$root/etc/passwd" "$root/etc/group" ||
+		die "uid or gid $id is taken in the $user image"
+	sed -i -E "s/^($user:[^:]*):$ouid:$ogid:/\1:$id:$id:/" "$root/etc/passwd"
+	sed -i -E "s/^($user:[^:]*):$ogid:/\1:$id:/" "$root/etc/group"
+	find "$root" -xdev \( -uid "$ouid" -o -gid "$ogid" \) -print0 | while IFS= read -r -d '' f; do
+		local u g
+		u=$(stat -c %u "$f") g=$(stat -c %g "$f")
+		[ "$u" = "$ouid" ] && u=$id
+		[ "$g" = "$ogid" ] && g=$id
+		chown -h "$u:$g" "$f"
+	done
+}
+
 build_db() { # name ref pkgs entrypoint-script
 	local name=$1 ref=$2 pkgs=$3 ep=$4
 	local key="$ref $DEBIAN_SUITE $pkgs $(sha256sum < "$ep" | cut -c1-12)"
@@ -67,6 +88,11 @@ build_db() { # name ref pkgs entrypoint-script
 	cp -a "$root/." "$d/"
 	install -D -m 0755 "$ep" "$d/usr/local/bin/docker-entrypoint.sh"
 	local cfg=()
+	# the official images run the database as uid/gid 999 (the examples set
+	# fsGroup: 999)
+	local user=$name
+	[ "$name" = mariadb ] && user=mysql
+	set_ids "$d" "$user" 999
 	case $name in
 	postgres)
 		rm -rf "$d/var/lib/postgresql/15" "$d/etc/postgresql/15"
