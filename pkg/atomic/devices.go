@@ -97,13 +97,15 @@ func (s Sysfs) sysDir(device string) (string, error) {
 		return s.byName(device, filepath.Base(device))
 	}
 	p := s.devPath(device)
+	// Errors also wrap the cause (errors.Is(err, fs.ErrNotExist) for a
+	// missing node).
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrNotBlockDevice, device, unwrapPath(err))
+		return "", fmt.Errorf("%w: %s: %w", ErrNotBlockDevice, device, unwrapPath(err))
 	}
 	fi, err := os.Stat(real)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrNotBlockDevice, device, unwrapPath(err))
+		return "", fmt.Errorf("%w: %s: %w", ErrNotBlockDevice, device, unwrapPath(err))
 	}
 	if fi.Mode()&fs.ModeDevice == 0 || fi.Mode()&fs.ModeCharDevice != 0 {
 		return "", fmt.Errorf("%w: %s is a %s", ErrNotBlockDevice, device, describeMode(fi.Mode()))

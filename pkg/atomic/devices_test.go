@@ -187,6 +187,7 @@ func TestProbeErrors(t *testing.T) {
 		{"regular file", Sysfs{Root: fixtureRoot}, regular, ErrNotBlockDevice},
 		{"directory", Sysfs{Root: fixtureRoot}, t.TempDir(), ErrNotBlockDevice},
 		{"missing node", Sysfs{Root: fixtureRoot}, "/dev/does-not-exist-untorn", ErrNotBlockDevice},
+		{"missing node is not-exist", Sysfs{Root: fixtureRoot}, "/dev/does-not-exist-untorn", os.ErrNotExist},
 		{"char device", Sysfs{}, "/dev/null", ErrNotBlockDevice},
 	}
 	for _, tt := range tests {

@@ -69,7 +69,7 @@ func VerifyWith(sys Sysfs, dir string, unit uint64) (Verification, error) {
 	if err != nil {
 		if errors.Is(err, ErrUnsupported) {
 			v.Cause = err
-			v.Reason = fmt.Sprintf("the kernel does not support statx(STATX_WRITE_ATOMIC) (%v); atomic writes need Linux 6.13 or later", unwrapPath(err))
+			v.Reason = fmt.Sprintf("the kernel does not support statx(STATX_WRITE_ATOMIC) (%v); atomic writes need Linux 6.11 or later (ext4 6.13, XFS software atomic writes 6.16)", unwrapPath(err))
 			return v, nil
 		}
 		return v, err
