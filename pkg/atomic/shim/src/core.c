@@ -152,7 +152,13 @@ void ut_init(void)
 	ut_cfg.hardware = (hw && !strcmp(hw, "1")) ? 1 : (hw && !strcmp(hw, "0")) ? 0 : -1;
 	copy_env(ut_cfg.stats_dir, sizeof ut_cfg.stats_dir, "UNTORN_STATS_DIR");
 	copy_env(ut_cfg.include, sizeof ut_cfg.include, "UNTORN_INCLUDE");
-	copy_env(ut_cfg.exclude, sizeof ut_cfg.exclude, "UNTORN_EXCLUDE");
+	/* PostgreSQL's WAL needs no torn-page protection (records carry CRCs)
+	 * and is much faster on the buffered path: excluded unless the operator
+	 * sets UNTORN_EXCLUDE (an empty value excludes nothing). */
+	if (getenv("UNTORN_EXCLUDE"))
+		copy_env(ut_cfg.exclude, sizeof ut_cfg.exclude, "UNTORN_EXCLUDE");
+	else
+		strcpy(ut_cfg.exclude, "*/pg_wal/*");
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	ut_stats_reset();
 	__atomic_store_n(&ut_inited, 1, __ATOMIC_RELEASE);
