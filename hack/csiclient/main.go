@@ -120,7 +120,9 @@ func run(args []string) error {
 	case "info":
 		for _, call := range []func() (proto.Message, error){
 			func() (proto.Message, error) { return ids.GetPluginInfo(ctx, &csi.GetPluginInfoRequest{}) },
-			func() (proto.Message, error) { return ids.GetPluginCapabilities(ctx, &csi.GetPluginCapabilitiesRequest{}) },
+			func() (proto.Message, error) {
+				return ids.GetPluginCapabilities(ctx, &csi.GetPluginCapabilitiesRequest{})
+			},
 			func() (proto.Message, error) { return ids.Probe(ctx, &csi.ProbeRequest{}) },
 			func() (proto.Message, error) { return node.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{}) },
 		} {
