@@ -106,8 +106,10 @@ func TestModes(t *testing.T) {
 	testutil.RequireRoot(t)
 	xfs, _ := testutil.Filesystem(t, 512<<20, "xfs")
 	capped := xfsWithMaxAtomic(t, "4k")
-	if err := os.MkdirAll(filepath.Join(xfs, "excl"), 0o755); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{"excl", "pg_wal", "pg_wal2/pg_wal"} {
+		if err := os.MkdirAll(filepath.Join(xfs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	lib := filepath.Join(out, "glibc/libuntorn.so")
 	prog := filepath.Join(out, "tests/patterns")
@@ -132,6 +134,16 @@ func TestModes(t *testing.T) {
 		{"exclude", filepath.Join(xfs, "excl"), unit, []string{"UNTORN_UNIT=8192", "UNTORN_EXCLUDE=*/nothing/*:*/excl/*"}, false, func(t *testing.T, st Stats, qual uint64) {
 			if st.AtomicWrites != 0 || st.Passthrough["excluded"] != qual {
 				t.Errorf("atomic_writes %d excluded %d want %d", st.AtomicWrites, st.Passthrough["excluded"], qual)
+			}
+		}},
+		{"default-excludes-pg_wal", filepath.Join(xfs, "pg_wal"), unit, []string{"UNTORN_UNIT=8192"}, false, func(t *testing.T, st Stats, qual uint64) {
+			if st.AtomicWrites != 0 || st.Passthrough["excluded"] != qual {
+				t.Errorf("atomic_writes %d excluded %d want %d", st.AtomicWrites, st.Passthrough["excluded"], qual)
+			}
+		}},
+		{"empty-exclude-includes-pg_wal", filepath.Join(xfs, "pg_wal2/pg_wal"), unit, []string{"UNTORN_UNIT=8192", "UNTORN_EXCLUDE="}, false, func(t *testing.T, st Stats, qual uint64) {
+			if st.AtomicWrites != qual {
+				t.Errorf("atomic_writes %d want %d", st.AtomicWrites, qual)
 			}
 		}},
 		{"include-other", xfs, unit, []string{"UNTORN_UNIT=8192", "UNTORN_INCLUDE=*/base/*"}, false, func(t *testing.T, st Stats, qual uint64) {
