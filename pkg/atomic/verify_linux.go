@@ -35,7 +35,7 @@ type Verification struct {
 
 // Verify checks a mounted filesystem (dir is a directory on it): an
 // O_TMPFILE probe file, statx, a real pwritev2(RWF_ATOMIC) of unit bytes
-// (0 = the filesystem's unit min) at offset unit on an O_DIRECT descriptor,
+// (0 = the filesystem's unit min) at offset 0 on an O_DIRECT descriptor,
 // read back. Nothing is left on the filesystem. A filesystem without atomic
 // writes is not an error: Atomic=false with a Reason and Cause. Errors are
 // for bad arguments and I/O failures.
@@ -172,7 +172,7 @@ func openTmp(dir string) (int, error) {
 	}
 }
 
-// probeWrite writes unit bytes of a pattern at offset unit with RWF_ATOMIC
+// probeWrite writes unit bytes of a pattern at offset 0 (aligned to any unit) with RWF_ATOMIC
 // and reads them back.
 func probeWrite(fd int, dir string, unit uint64, align int) error {
 	n := int(unit)
@@ -180,7 +180,7 @@ func probeWrite(fd int, dir string, unit uint64, align int) error {
 	for i := range buf {
 		buf[i] = byte(i*7 + i>>8 + 0x5a)
 	}
-	off := int64(unit)
+	off := int64(0)
 	w, err := pwriteAtomic(fd, buf, off)
 	if err != nil {
 		return &os.PathError{Op: "pwritev2 RWF_ATOMIC", Path: dir, Err: err}
