@@ -172,8 +172,8 @@ func openTmp(dir string) (int, error) {
 	}
 }
 
-// probeWrite writes unit bytes of a pattern at offset 0 (aligned to any unit) with RWF_ATOMIC
-// and reads them back.
+// probeWrite writes unit bytes of a pattern with RWF_ATOMIC at offset 0
+// (aligned to any unit) and reads them back.
 func probeWrite(fd int, dir string, unit uint64, align int) error {
 	n := int(unit)
 	buf := alignedBuffer(n, align)
