@@ -186,6 +186,12 @@ cmd_up() {
 	log "cluster up: node $NODE_NAME Ready in $((SECONDS - t1))s (total $((SECONDS - t0))s)"
 }
 
+# running NAME: the recorded daemon is alive
+running() {
+	local p
+	p=$(cat "$CLUSTER_DIR/pids/$1" 2> /dev/null) && [ -n "$p" ] && kill -0 "$p" 2> /dev/null
+}
+
 # stop NAME: SIGTERM the recorded daemon, SIGKILL after 15 s
 stop() {
 	local f=$CLUSTER_DIR/pids/$1 p i
@@ -204,16 +210,14 @@ stop() {
 # pids of processes that belong to the cluster: in its mount namespace, or in
 # a pod cgroup
 cluster_pids() {
-	local mntns=$1 p
-	for p in /proc/[0-9]*; do
-		p=${p#/proc/}
-		[ "$p" = $$ ] && continue
-		if [ -n "$mntns" ] && [ "$(readlink "/proc/$p/ns/mnt" 2> /dev/null)" = "$mntns" ]; then
-			echo "$p"
-		elif grep -qs ':/kubepods' "/proc/$p/cgroup"; then
-			echo "$p"
+	local mntns=$1 pat
+	{
+		if [ -n "$mntns" ]; then
+			pat=$(sed 's/[][*?]/\\&/g' <<< "$mntns")
+			find /proc/[0-9]*/ns -maxdepth 1 -name mnt -lname "$pat" 2> /dev/null | cut -d/ -f3
 		fi
-	done
+		grep -l ':/kubepods' /proc/[0-9]*/cgroup 2> /dev/null | cut -d/ -f3
+	} | grep -vx -e "$$" -e "$BASHPID" | sort -un
 }
 
 # loop devices whose backing file lies under CLUSTER_DIR (matched by inode,
@@ -244,11 +248,13 @@ cmd_down() {
 		fi
 	fi
 	for p in kube-proxy kube-scheduler kube-controller-manager kubelet; do stop "$p"; done
-	if ns_alive; then
+	if ns_alive && running containerd; then
 		local t
-		for t in $(in_ns ctr -n k8s.io tasks ls -q 2> /dev/null); do
-			in_ns ctr -n k8s.io tasks kill -s SIGKILL "$t" > /dev/null 2>&1 || true
+		for t in $(in_ns timeout 30 ctr -n k8s.io tasks ls -q 2> /dev/null); do
+			in_ns timeout 30 ctr -n k8s.io tasks kill -s SIGKILL "$t" > /dev/null 2>&1 || true
 		done
+	fi
+	if ns_alive; then
 		# loop devices attached inside: detach while their mounts still resolve
 		in_ns sh -c 'for m in $(awk '\''$1 ~ /^\/dev\/loop/ {print $2}'\'' /proc/self/mounts | sort -r); do umount -l "$m"; done' 2> /dev/null || true
 	fi

@@ -12,10 +12,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/image-lib.sh"
 mkdir -p "$IMAGE_DIR"
 
-UNTORN_IMAGE=${UNTORN_IMAGE:-ghcr.io/untorn/untorn:e2e}
-POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker.io/library/postgres:15}
-MARIADB_IMAGE=${MARIADB_IMAGE:-docker.io/library/mariadb:10.11}
-SIDECAR_REPO=${SIDECAR_REPO:-registry.k8s.io/sig-storage}
 
 UNTORN_BASE_PKGS=e2fsprogs,xfsprogs,util-linux,lvm2,mount,kmod,ca-certificates
 POSTGRES_PKGS=postgresql-15,postgresql-contrib,util-linux,procps

@@ -19,6 +19,12 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 NODE_NAME=${NODE_NAME:-untorn-node}
 NODE_IP=${NODE_IP:-10.250.0.1}
 
+# image names: the ones the chart and the examples use
+UNTORN_IMAGE=${UNTORN_IMAGE:-ghcr.io/untorn/untorn:e2e}
+POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker.io/library/postgres:15}
+MARIADB_IMAGE=${MARIADB_IMAGE:-docker.io/library/mariadb:10.11}
+SIDECAR_REPO=${SIDECAR_REPO:-registry.k8s.io/sig-storage}
+
 K8S_BIN=$UNTORN_CACHE/k8s/$K8S_VERSION
 SIDECAR_BIN=$UNTORN_CACHE/sidecars
 IMAGE_DIR=$UNTORN_CACHE/images
