@@ -68,18 +68,14 @@ echo "== building the shim"
 nice make -s -C pkg/atomic/shim OUT="$work/shim" glibc >/dev/null
 lib=$work/shim/glibc/libuntorn.so
 
-newvol() { # newvol NAME SIZE: a loop device ($dev)
+# newvol NAME SIZE: a fresh loop device ($dev) on a sparse file. Every run
+# gets new devices: a device just unmounted can stay busy for a while.
+newvol() {
 	truncate -s "$2" "$work/$1.img"
 	dev=$(losetup --find --show --direct-io=on "$work/$1.img")
 	loops+=("$dev")
 }
-newvol data 8G
-ddev=$dev
-wdev=
-if [ "$separate" = 1 ]; then
-	newvol wal 4G
-	wdev=$dev
-fi
+ddev= wdev=
 mkdir -p "$work/data" "$work/sock" "$work/tmpl" "$work/logs"
 chown postgres: "$work/sock" "$work/tmpl" "$work/logs"
 port=$((40000 + $$ % 10000))
@@ -100,6 +96,16 @@ runuser -u postgres -- $pgbin/pgbench -h "$work/sock" -p $port -U postgres -i -q
 psql -c CHECKPOINT postgres
 runuser -u postgres -- $pgbin/pg_ctl stop -w -D "$work/tmpl/data" -m fast >/dev/null
 
+# retry CMD...: udev and other probes may hold a device briefly after umount.
+retry() {
+	local i
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		"$@" 2>/dev/null && return 0
+		sleep 1
+	done
+	"$@"
+}
+
 # run ARM ROUND: a fresh XFS per run, the template copied in, pgbench.
 run() {
 	local arm=$1 round=$2 fpw=off env=()
@@ -110,11 +116,15 @@ run() {
 	direct) env=(LD_PRELOAD="$lib" UNTORN_UNIT=8192 UNTORN_MODE=unsafe-direct-bench
 		UNTORN_BENCH_CONFIRM=I-accept-torn-pages) ;;
 	esac
+	newvol "data-$arm-$round" 8G
+	ddev=$dev
 	mkfs.xfs -f -q "$ddev"
 	mount "$ddev" "$work/data"
 	mounts=("$work/data")
 	cp -a "$work/tmpl/data/." "$work/data/"
-	if [ -n "$wdev" ]; then
+	if [ "$separate" = 1 ]; then
+		newvol "wal-$arm-$round" 4G
+		wdev=$dev
 		mkfs.xfs -f -q "$wdev"
 		mkdir -p "$work/wal"
 		mount "$wdev" "$work/wal"
@@ -138,8 +148,11 @@ run() {
 	tx=$(awk '/number of transactions actually processed/ {print $NF}' <<<"$out" | cut -d/ -f1)
 	tps=$(awk '/^tps = / {print $3}' <<<"$out")
 	runuser -u postgres -- $pgbin/pg_ctl stop -w -D "$work/data" -m fast >/dev/null
-	for m in "${mounts[@]}"; do umount "$m"; done
+	for m in "${mounts[@]}"; do retry umount "$m"; done
 	mounts=()
+	for d in $ddev $wdev; do losetup -d "$d"; done
+	loops=() ddev= wdev=
+	rm -f "$work"/*-"$arm-$round".img
 	awk -v a="$arm" -v r="$round" -v tps="$tps" -v tx="$tx" -v wal="$wal" -v dev="$(((s1 - s0) * 512))" \
 		'BEGIN { printf "round=%d arm=%s tps=%.1f wal_bytes_per_tx=%.0f device_bytes_per_tx=%.0f\n", r, a, tps, wal/tx, dev/tx }' |
 		tee -a "$work/results"
