@@ -66,7 +66,7 @@ func run(args []string) error {
 	}
 	o.LoopReserve = q.Value()
 	if *showVersion {
-		fmt.Println(driver.DriverName, driver.Version())
+		fmt.Println(driver.DriverName, driver.BuildVersion())
 		return nil
 	}
 	if err := o.Validate(); err != nil {

@@ -102,7 +102,7 @@ func New(opts Options, deps Deps) (*Driver, error) {
 		icpts:    deps.Interceptors,
 	}
 	if d.version == "" {
-		d.version = Version()
+		d.version = BuildVersion()
 	}
 	if opts.Mode != ModeController {
 		d.state = &stateStore{dir: filepath.Join(opts.StateDir, "staged")}
@@ -116,8 +116,15 @@ func (noMetrics) SetVolumeAtomic(string, uint64, uint64, bool, bool) {}
 func (noMetrics) DeleteVolume(string)                                {}
 func (noMetrics) VerificationFailed(string)                          {}
 
-// Version is the module version from the build info, or "devel".
-func Version() string {
+// Version is set at link time (-X github.com/untorn/untorn/pkg/driver.Version=v1.2.3).
+var Version string
+
+// BuildVersion is Version, else the module version from the build info,
+// else "devel".
+func BuildVersion() string {
+	if Version != "" {
+		return Version
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
