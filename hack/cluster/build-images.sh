@@ -1,10 +1,12 @@
 #!/bin/bash
 # Builds the images the local cluster runs, as docker-archives under
 # $UNTORN_CACHE/images, without a container engine or a registry.
-#   build-images.sh deps     pause, CSI sidecars, PostgreSQL 15, MariaDB 10.11
-#                            (cached; rebuilt only when a version changes)
+#   build-images.sh deps     pause, CSI sidecars, PostgreSQL 15, MariaDB 10.11,
+#                            the untorn base rootfs (cached; rebuilt only when
+#                            a version or package list changes)
 #   build-images.sh untorn   the project's image from hack/build-image.sh output
 #                            (rebuilt on every call)
+#   build-images.sh pause|sidecars|postgres|mariadb|base   one of them
 # Prints nothing on stdout; the archive list is in $IMAGE_DIR/*.tar.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -124,21 +126,25 @@ build_untorn() {
 	rm -rf "$d"
 }
 
-case ${1:-} in
-deps)
-	build_pause
+build_postgres() { build_db postgres "$POSTGRES_IMAGE" "$POSTGRES_PKGS" "$HERE/images/postgres-entrypoint.sh"; }
+build_mariadb() { build_db mariadb "$MARIADB_IMAGE" "$MARIADB_PKGS" "$HERE/images/mariadb-entrypoint.sh"; }
+build_base() { rootfs_debian untorn-base "$UNTORN_BASE_PKGS" > /dev/null; }
+build_sidecars() {
 	build_sidecar csi-provisioner "$PROVISIONER_VERSION"
 	build_sidecar csi-resizer "$RESIZER_VERSION"
-	build_db postgres "$POSTGRES_IMAGE" "$POSTGRES_PKGS" "$HERE/images/postgres-entrypoint.sh"
-	build_db mariadb "$MARIADB_IMAGE" "$MARIADB_PKGS" "$HERE/images/mariadb-entrypoint.sh"
-	rootfs_debian untorn-base "$UNTORN_BASE_PKGS" > /dev/null
-	;;
-rootfs)
-	build_pause
-	build_db postgres "$POSTGRES_IMAGE" "$POSTGRES_PKGS" "$HERE/images/postgres-entrypoint.sh"
-	build_db mariadb "$MARIADB_IMAGE" "$MARIADB_PKGS" "$HERE/images/mariadb-entrypoint.sh"
-	rootfs_debian untorn-base "$UNTORN_BASE_PKGS" > /dev/null
-	;;
-untorn) build_untorn ;;
-*) die "usage: $0 deps|rootfs|untorn" ;;
-esac
+}
+
+[ $# -gt 0 ] || die "usage: $0 deps|pause|sidecars|postgres|mariadb|base|untorn..."
+for what in "$@"; do
+	case $what in
+	deps)
+		build_pause
+		build_base
+		build_sidecars
+		build_postgres
+		build_mariadb
+		;;
+	pause | sidecars | postgres | mariadb | base | untorn) "build_$what" ;;
+	*) die "unknown image $what (deps|pause|sidecars|postgres|mariadb|base|untorn)" ;;
+	esac
+done

@@ -12,9 +12,10 @@ rootfs_debian() {
 	local dir=$UNTORN_CACHE/rootfs/$name-$DEBIAN_SUITE-$key
 	if [ -f "$dir/.complete" ]; then echo "$dir/root"; return 0; fi
 	rm -rf "$dir"
-	mkdir -p "$dir" "$UNTORN_CACHE/debs"
+	# one package cache per rootfs: builds of different rootfs may run at once
+	mkdir -p "$dir" "$UNTORN_CACHE/debs/$name"
 	log "rootfs $name: debootstrap $DEBIAN_SUITE (+$pkgs)"
-	debootstrap --variant=minbase --cache-dir="$UNTORN_CACHE/debs" --include="$pkgs" \
+	debootstrap --variant=minbase --cache-dir="$UNTORN_CACHE/debs/$name" --include="$pkgs" \
 		"$DEBIAN_SUITE" "$dir/root" "$DEBIAN_MIRROR" > "$dir/debootstrap.log" 2>&1 ||
 		{ tail -30 "$dir/debootstrap.log" >&2; die "debootstrap of $name failed (log $dir/debootstrap.log)"; }
 	# smaller images: no package lists, docs or caches
