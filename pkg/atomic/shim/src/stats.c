@@ -8,6 +8,7 @@
 #include "untorn.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -47,9 +48,59 @@ static int64_t now_ns(clockid_t c)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+#define UT_TC_POOL 1024
+static struct ut_tcount ut_tc_pool[UT_TC_POOL];
+static struct ut_tcount *ut_tc_list;
+static uint32_t ut_tc_used;
+__thread struct ut_tcount *ut_tc __attribute__((tls_model("initial-exec")));
+static pthread_key_t ut_tc_key;
+static pthread_once_t ut_tc_once = PTHREAD_ONCE_INIT;
+
+/* A thread's block is kept (with its counts) for the next new thread. */
+static void tc_release(void *p) { __atomic_store_n(&((struct ut_tcount *)p)->in_use, 0, __ATOMIC_RELEASE); }
+static void tc_key(void) { pthread_key_create(&ut_tc_key, tc_release); }
+
+struct ut_tcount *ut_tc_new(void)
+{
+	pthread_once(&ut_tc_once, tc_key);
+	struct ut_tcount *c;
+	for (c = __atomic_load_n(&ut_tc_list, __ATOMIC_ACQUIRE); c; c = c->next) {
+		uint32_t free = 0;
+		if (__atomic_compare_exchange_n(&c->in_use, &free, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			break;
+	}
+	if (!c) {
+		uint32_t i = __atomic_fetch_add(&ut_tc_used, 1, __ATOMIC_RELAXED);
+		if (i >= UT_TC_POOL)
+			return NULL;
+		c = &ut_tc_pool[i];
+		c->in_use = 1;
+		c->next = __atomic_load_n(&ut_tc_list, __ATOMIC_RELAXED);
+		while (!__atomic_compare_exchange_n(&ut_tc_list, &c->next, c, 0, __ATOMIC_RELEASE,
+						    __ATOMIC_RELAXED))
+			;
+	}
+	ut_tc = c;
+	pthread_setspecific(ut_tc_key, c);
+	return c;
+}
+
+static uint64_t pass_total(int r)
+{
+	uint64_t n = __atomic_load_n(&ut_st.pass[r], __ATOMIC_RELAXED);
+	for (struct ut_tcount *c = __atomic_load_n(&ut_tc_list, __ATOMIC_ACQUIRE); c; c = c->next)
+		n += __atomic_load_n(&c->pass[r], __ATOMIC_RELAXED);
+	return n;
+}
+
 void ut_stats_reset(void)
 {
 	memset(&ut_st, 0, sizeof ut_st);
+	/* After fork only the calling thread is left: its block stays its own. */
+	for (struct ut_tcount *c = ut_tc_list; c; c = c->next) {
+		memset(c->pass, 0, sizeof c->pass);
+		c->in_use = c == ut_tc;
+	}
 	ut_token = (uint64_t)now_ns(CLOCK_REALTIME);
 	ut_last_dump = 0;
 	ut_next_check = 0;
@@ -94,7 +145,7 @@ static int format(char *b, size_t n, const char *why)
 		LD(direct_unsafe), LD(strict_failures), LD(write_errors));
 	for (int r = 0; r < UT_R_COUNT && k > 0 && (size_t)k < n; r++)
 		k += snprintf(b + k, n - (size_t)k, "%s\"%s\":%llu", r ? "," : "", reason_names[r],
-			      LD(pass[r]));
+			      (unsigned long long)pass_total(r));
 	if (k > 0 && (size_t)k < n)
 		k += snprintf(b + k, n - (size_t)k, "}}\n");
 	return k > 0 && (size_t)k < n ? k : -1;

@@ -2,6 +2,7 @@
 #ifndef UNTORN_H
 #define UNTORN_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -102,7 +103,26 @@ extern int ut_buffered_atomic; /* -1 unknown, 0 no, 1 kernel accepts it */
 
 #define UT_INC(field) __atomic_fetch_add(&ut_st.field, 1, __ATOMIC_RELAXED)
 #define UT_ADD(field, n) __atomic_fetch_add(&ut_st.field, (n), __ATOMIC_RELAXED)
-#define UT_PASS(r) __atomic_fetch_add(&ut_st.pass[(r)], 1, __ATOMIC_RELAXED)
+
+/* Pass-through counters are per thread (no shared cache line, no locked
+ * instruction on the pass-through path) and summed when written out. */
+struct ut_tcount {
+	uint64_t pass[UT_R_COUNT];
+	uint32_t in_use;
+	struct ut_tcount *next;
+};
+extern __thread struct ut_tcount *ut_tc __attribute__((tls_model("initial-exec")));
+struct ut_tcount *ut_tc_new(void);
+static inline void ut_pass(int r)
+{
+	struct ut_tcount *c = ut_tc;
+	if (__builtin_expect(c == NULL, 0) && (c = ut_tc_new()) == NULL) {
+		__atomic_fetch_add(&ut_st.pass[r], 1, __ATOMIC_RELAXED);
+		return;
+	}
+	__atomic_store_n(&c->pass[r], c->pass[r] + 1, __ATOMIC_RELAXED);
+}
+#define UT_PASS(r) ut_pass(r)
 
 /* Real functions, resolved with dlsym(RTLD_NEXT). */
 struct ut_real {
