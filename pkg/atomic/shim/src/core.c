@@ -466,11 +466,18 @@ ssize_t ut_write_at(int fd, struct ut_fd *e, const struct iovec *iov, int cnt, s
 	int atomic = ut_cfg.mode == UT_MODE_DIRECT_BENCH ? 0 : RWF_ATOMIC;
 	int target = -1, buffered = 0;
 
+	int probing = 0;
 	if (e->direct) {
 		target = fd;
-	} else if (atomic && __atomic_load_n(&ut_buffered_atomic, __ATOMIC_RELAXED) != 0) {
-		target = fd;
-		buffered = 1;
+	} else if (atomic) {
+		/* -1 unknown, 2 one thread is probing, 1 kernel takes it, 0 not */
+		int b = __atomic_load_n(&ut_buffered_atomic, __ATOMIC_ACQUIRE), unknown = -1;
+		if (b == 1 || (b == -1 && __atomic_compare_exchange_n(&ut_buffered_atomic, &unknown, 2, 0,
+								       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))) {
+			target = fd;
+			buffered = 1;
+			probing = b == -1;
+		}
 	}
 	while (done < len) {
 		if (target < 0) {
@@ -504,10 +511,14 @@ ssize_t ut_write_at(int fd, struct ut_fd *e, const struct iovec *iov, int cnt, s
 		ssize_t r = raw_pwritev2(target, &one, 1, off + (off_t)done, flags | atomic);
 		if (r < 0 && buffered && (errno == EOPNOTSUPP || errno == EINVAL)) {
 			/* The kernel has no buffered RWF_ATOMIC: writethrough from now on. */
-			__atomic_store_n(&ut_buffered_atomic, 0, __ATOMIC_RELAXED);
-			buffered = 0;
+			__atomic_store_n(&ut_buffered_atomic, 0, __ATOMIC_RELEASE);
+			buffered = probing = 0;
 			target = -1;
 			continue;
+		}
+		if (probing) {
+			__atomic_store_n(&ut_buffered_atomic, r < 0 ? -1 : 1, __ATOMIC_RELEASE);
+			probing = 0;
 		}
 		if (r < 0) {
 			int err = errno;
@@ -517,8 +528,6 @@ ssize_t ut_write_at(int fd, struct ut_fd *e, const struct iovec *iov, int cnt, s
 			errno = (err == EINVAL || err == EOPNOTSUPP) ? ENOTSUP : err;
 			return -1;
 		}
-		if (buffered && ut_buffered_atomic < 0)
-			__atomic_store_n(&ut_buffered_atomic, 1, __ATOMIC_RELAXED);
 		if (atomic) {
 			UT_INC(atomic_syscalls);
 			if (buffered)

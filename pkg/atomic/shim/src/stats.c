@@ -118,7 +118,7 @@ static const char *mode_name(void)
 	}
 }
 
-static const char *tri(int v) { return v < 0 ? "null" : v ? "true" : "false"; }
+static const char *tri(int v) { return v == 1 ? "true" : v == 0 ? "false" : "null"; }
 
 static int format(char *b, size_t n, const char *why)
 {
