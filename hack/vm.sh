@@ -7,6 +7,7 @@
 #
 # See docs/vm.md.
 set -euo pipefail
+export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 VM_SRC=$(cd "$(dirname "$0")/vm" && pwd)
 REPO=$(cd "$VM_SRC/../.." && pwd)
 VM_CACHE=${UNTORN_CACHE:-/var/cache/untorn}/vm

@@ -18,7 +18,7 @@ QEMU_KEY=trixie-sid-1
 ROOT_PKGS="e2fsprogs xfsprogs lvm2 util-linux strace postgresql-15 postgresql-client-15 procps kmod psmisc"
 ROOT_KEY=bookworm-$(printf '%s\n' "$ROOT_PKGS" | cat - "$VM_SRC/root-setup.sh" | sha256sum | cut -c1-12)
 # Modules the first-stage init loads (their modules.dep closure is added).
-MODULES="nvme virtio_blk virtio_pci ext4 xfs overlay dm-mod dm-snapshot dm-thin-pool dm-mirror dm-raid loop"
+MODULES="nvme virtio_blk ext4 overlay dm-mod"
 
 log() { printf 'vm: %s\n' "$*" >&2; }
 die() { printf 'vm: error: %s\n' "$*" >&2; exit 2; }
@@ -39,9 +39,12 @@ build_qemu() {
 	local d=$VM_CACHE/qemu-$QEMU_KEY
 	[ -e "$d/.done" ] && return 0
 	log "building the QEMU chroot (trixie minbase + sid qemu) in $d"
-	rm -rf "$d.tmp"
-	nice debootstrap --variant=minbase trixie "$d.tmp" "$MIRROR" >"$VM_CACHE/qemu.log" 2>&1 ||
-		die "debootstrap trixie failed, see $VM_CACHE/qemu.log"
+	if [ ! -e "$d.tmp/.debootstrap-done" ]; then
+		rm -rf "$d.tmp"
+		nice debootstrap --variant=minbase trixie "$d.tmp" "$MIRROR" >"$VM_CACHE/qemu.log" 2>&1 ||
+			die "debootstrap trixie failed, see $VM_CACHE/qemu.log"
+		touch "$d.tmp/.debootstrap-done"
+	fi
 	cat >"$d.tmp/etc/apt/sources.list" <<-EOF
 		deb $MIRROR trixie main
 		deb $MIRROR sid main
@@ -49,7 +52,7 @@ build_qemu() {
 	printf 'APT::Default-Release "trixie";\nAcquire::Check-Valid-Until "false";\n' \
 		>"$d.tmp/etc/apt/apt.conf.d/90untorn"
 	in_chroot "$d.tmp" apt-get -q update >>"$VM_CACHE/qemu.log" 2>&1 || die "apt-get update in the QEMU chroot failed"
-	DEBIAN_FRONTEND=noninteractive nice in_chroot "$d.tmp" apt-get install -y -q --no-install-recommends \
+	DEBIAN_FRONTEND=noninteractive in_chroot "$d.tmp" nice apt-get install -y -q --no-install-recommends \
 		-t sid qemu-system-x86 qemu-utils >>"$VM_CACHE/qemu.log" 2>&1 ||
 		die "installing sid QEMU failed, see $VM_CACHE/qemu.log"
 	in_chroot "$d.tmp" qemu-system-x86_64 --version | head -1 >"$d.tmp/.qemu-version"
@@ -78,11 +81,16 @@ build_kernel() {
 			pkgs="$pkgs $p"
 		done
 		apt-get download $pkgs
-		for f in *.deb; do dpkg-deb -x "$f" root; done
-		depmod -b root/usr "$1" 2>/dev/null || depmod -b root "$1"' sh "$KV" >"$VM_CACHE/kernel.log" 2>&1 ||
+		for f in *.deb; do dpkg-deb -x "$f" root; done' sh "$KV" >"$VM_CACHE/kernel.log" 2>&1 ||
 		die "could not fetch kernel $KV (set UNTORN_VM_KERNEL), see $VM_CACHE/kernel.log"
 	mv "$q/tmp/kernel/root" "$d.tmp"
 	rm -rf "$q/tmp/kernel"
+	# The host's depmod (kmod) writes modules.dep; --basedir wants .../lib/modules.
+	if [ -d "$d.tmp/usr/lib/modules/$KV" ]; then
+		depmod -b "$d.tmp/usr" "$KV"
+	else
+		depmod -b "$d.tmp" "$KV"
+	fi
 	local m
 	m=$(kernel_moddir "$d.tmp") || die "kernel $KV: no modules directory after extraction"
 	[ -e "$m/vmlinuz" ] || cp "$d.tmp"/boot/vmlinuz-"$KV" "$m/vmlinuz" 2>/dev/null ||
@@ -121,8 +129,10 @@ build_initramfs() {
 		seen[$name]=1
 		line=$(grep -E "(^|/)(${name}|${name//-/_})\.ko(\.xz|\.zst|\.gz)?:" "$km/modules.dep" | head -1) || true
 		if [ -z "$line" ]; then
-			grep -Eq "/(${name}|${name//-/_})\.ko" "$km/modules.builtin" 2>/dev/null && return 0
-			die "module $name not found for kernel $KV"
+			# Debian's image packages ship no modules.builtin: a module
+			# that is not in modules.dep is taken to be built in.
+			log "module $name is not a loadable module of $KV; taking it as built in"
+			return 0
 		fi
 		for dep in ${line#*:}; do dep=${dep##*/}; add_mod "${dep%%.ko*}"; done
 		f=${line%%:*}
@@ -149,13 +159,16 @@ build_root() {
 	[ -e "$img" ] && return 0
 	r=$VM_CACHE/root-$ROOT_KEY.tmp
 	log "building the bookworm guest root ($ROOT_PKGS)"
-	rm -rf "$r"
-	nice debootstrap --variant=minbase --include=ca-certificates bookworm "$r" "$MIRROR" \
-		>"$VM_CACHE/root.log" 2>&1 || die "debootstrap bookworm failed, see $VM_CACHE/root.log"
+	if [ ! -e "$r/.debootstrap-done" ]; then
+		rm -rf "$r"
+		nice debootstrap --variant=minbase --include=ca-certificates bookworm "$r" "$MIRROR" \
+			>"$VM_CACHE/root.log" 2>&1 || die "debootstrap bookworm failed, see $VM_CACHE/root.log"
+		touch "$r/.debootstrap-done"
+	fi
 	install -m 0755 "$VM_SRC/root-setup.sh" "$r/root-setup.sh"
-	nice in_chroot "$r" /bin/bash /root-setup.sh $ROOT_PKGS >>"$VM_CACHE/root.log" 2>&1 ||
+	in_chroot "$r" nice /bin/bash /root-setup.sh $ROOT_PKGS >>"$VM_CACHE/root.log" 2>&1 ||
 		die "guest root setup failed, see $VM_CACHE/root.log"
-	rm -f "$r/root-setup.sh"
+	rm -f "$r/root-setup.sh" "$r/.debootstrap-done"
 	local size
 	size=$(($(du -sm "$r" | cut -f1) * 13 / 10 + 256))
 	rm -f "$img.tmp"

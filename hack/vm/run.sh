@@ -102,7 +102,7 @@ cmd_run() {
 		printf '%q ' "$@"
 		echo
 	} >"$stage/cmd.sh"
-	mkfs.ext4 -q -F -L untorn-bin -d "$stage" "$RUN_DIR/bin.img" \
+	mkfs.ext4 -q -F -L untorn-bin -d "$stage" "$RUN_DIR/bin.img" >/dev/null \
 		"$(($(du -sm "$stage" | cut -f1) * 12 / 10 + 32))M" || die "cannot build the binaries disk"
 	rm -rf "$stage"
 
@@ -125,12 +125,12 @@ cmd_run() {
 	nonce=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 	kdir=/vm/kernel-$KV/$(kernel_moddir "$VM_CACHE/kernel-$KV" | sed "s|^$VM_CACHE/kernel-$KV/||")
 	local accel=${UNTORN_VM_ACCEL:-tcg}
-	qargs=(-machine q35 -accel "$accel" -cpu max -smp "${UNTORN_VM_CPUS:-2}" -m "$mem"
+	qargs=(-machine q35 -accel "$accel" -cpu "${UNTORN_VM_CPU:-qemu64}" -smp "${UNTORN_VM_CPUS:-2}" -m "$mem"
 		-display none -nodefaults -no-user-config -nic none
 		-chardev stdio,id=con,signal=off -serial chardev:con
 		-monitor "unix:/vm/run/${RUN_DIR##*/}/monitor.sock,server=on,wait=off"
 		-kernel "$kdir/vmlinuz" -initrd "/vm/${INITRAMFS##*/}"
-		-append "console=ttyS0 rdinit=/init panic=-1 loglevel=3 untorn.nonce=$nonce untorn.disks=${#disks[@]}"
+		-append "console=ttyS0 rdinit=/init panic=-1 cryptomgr.notests mitigations=off audit=0 tsc=unstable loglevel=${UNTORN_VM_LOGLEVEL:-3} untorn.nonce=$nonce untorn.debug=${UNTORN_VM_DEBUG:-0} untorn.disks=${#disks[@]}"
 		-drive "file=/vm/${ROOT_IMG##*/},if=none,id=root,format=raw,readonly=on"
 		-device virtio-blk-pci,drive=root,serial=untorn-root
 		-drive "file=/vm/run/${RUN_DIR##*/}/bin.img,if=none,id=bin,format=raw,readonly=on"
@@ -168,7 +168,7 @@ cmd_run() {
 		fi
 		printf '%s\n' "$line"
 	done <"$RUN_DIR/console"
-	wait "$QPID" || qrc=$?
+	{ wait "$QPID"; } 2>/dev/null || qrc=$?
 	QPID=""
 	if ! kill -0 "$WATCHDOG" 2>/dev/null; then
 		WATCHDOG=""

@@ -15,10 +15,12 @@ const usage = `usage:
   vmtool statx PATH [--json]
   vmtool write PATH SIZE@OFFSET...
   vmtool tear-write DEVICE --slot BYTES --slots N --writers N --reset-after DURATION [--plain]
-  vmtool tear-check DEVICE --slot BYTES --slots N`
+  vmtool tear-check DEVICE --slot BYTES --slots N
+  vmtool mbr DEVICE START:SIZE...        (512-byte sectors)
+  vmtool jget KEY... < JSON`
 
 func main() {
-	if len(os.Args) < 3 {
+	if len(os.Args) < 3 && !(len(os.Args) == 2 && os.Args[1] == "jget") {
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
 	}
@@ -30,6 +32,10 @@ func main() {
 		err = cmdWrite(os.Args[2], os.Args[3:])
 	case "tear-write":
 		err = cmdTearWrite(os.Args[2], os.Args[3:])
+	case "mbr":
+		err = cmdMBR(os.Args[2], os.Args[3:])
+	case "jget":
+		err = cmdJGet(os.Args[2:])
 	case "tear-check":
 		err = cmdTearCheck(os.Args[2], os.Args[3:])
 	default:
