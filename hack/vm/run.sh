@@ -137,6 +137,10 @@ cmd_run() {
 		-device virtio-blk-pci,drive=bin,serial=untorn-bin
 		"${qargs[@]}")
 	[ -n "$allow_reset" ] || qargs+=(-no-reboot)
+	# Extra QEMU arguments for diagnostics, e.g. "-trace pci_nvme_write".
+	local extra=()
+	read -r -a extra <<<"${UNTORN_VM_QEMU_ARGS:-}"
+	qargs+=("${extra[@]}")
 
 	mkfifo "$RUN_DIR/console"
 	local q=$VM_CACHE/qemu-$QEMU_KEY

@@ -1,0 +1,129 @@
+#!/bin/bash
+# hack/bench/crash.sh — count torn PostgreSQL pages after real crashes.
+#
+#   hack/bench/crash.sh [--cycles N] [--arm stock|fpw-off|untorn|all]
+#                       [--scale S] [--check-model] [--skip-model-check]
+#
+# PostgreSQL 15 with data checksums (initdb -k) runs pgbench on an untorn
+# volume (LVM on a hardware-atomic NVMe disk of hack/vm.sh, ext4 bigalloc as
+# untornctl plans it) inside the guest. At a random moment (20-60 s into
+# the load) the guest resets itself hard with sysrq 'b': no sync, no clean
+# shutdown, while QEMU keeps running. The guest boots again, PostgreSQL
+# recovers, `pg_checksums --check` (server stopped) counts pages with
+# checksum failures and `pg_amcheck --all` checks the restarted server.
+# Arms: stock (full_page_writes=on), fpw-off (full_page_writes=off),
+# untorn (full_page_writes=off with the shim, UNTORN_MODE=strict).
+#
+# The crash model, and what it does and does not cover:
+# - It is a power cut of the guest's memory (page cache, PostgreSQL shared
+#   buffers, queued block requests not yet handed to the device), not of
+#   the device: QEMU's NVMe controller, on the reset, drains every command
+#   it had fetched (nvme_ctrl_reset -> nvme_ns_drain -> blk_drain) before it
+#   frees its queues, so an accepted write completes whole, as a device
+#   with power-loss protection finishes what it acknowledged. `--check-model`
+#   verifies this on every run before counting: 16 writers rewrite 64 KiB
+#   slots with RWF_ATOMIC, the guest resets with writes in flight, and after
+#   the reboot every slot must be empty or whole, and QEMU's own trace must
+#   show every accepted write command completed.
+# - Tearing therefore comes from where it comes on real hardware with
+#   atomic writes: an 8 KiB page the kernel wrote back as more than one
+#   device command, of which only some were issued before the crash.
+# - Not covered: a device that loses or tears accepted commands (no
+#   power-loss protection: the untorn product requires hardware whose
+#   atomic write guarantee holds over power loss), host crashes, and a kill
+#   of QEMU itself (a host write in flight could be cut short).
+#
+# The last line is machine-readable:
+#   cycles=<n> torn_stock=<a> torn_fpw_off=<b> torn_untorn=<c> recovered=<r>
+# (torn_* are pages with checksum failures summed over that arm's cycles;
+# "-" for an arm that did not run.) Exit status: 0 when every recovery
+# succeeded and the untorn arm, if run, had no checksum failure.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CYCLES=30 ARM=all SCALE=10 CHECK_MODEL=1 MODEL_ONLY=""
+while [ $# -gt 0 ]; do
+	case $1 in
+	--cycles) CYCLES=$2; shift 2 ;;
+	--arm) ARM=$2; shift 2 ;;
+	--scale) SCALE=$2; shift 2 ;;
+	--check-model) MODEL_ONLY=1; shift ;;
+	--skip-model-check) CHECK_MODEL=""; shift ;;
+	*) echo "usage: $0 [--cycles N] [--arm stock|fpw-off|untorn|all] [--scale S] [--check-model] [--skip-model-check]" >&2; exit 2 ;;
+	esac
+done
+[[ $CYCLES =~ ^[1-9][0-9]*$ ]] || { echo "crash: --cycles must be a positive number" >&2; exit 2; }
+[[ $SCALE =~ ^[1-9][0-9]*$ ]] || { echo "crash: --scale must be a positive number" >&2; exit 2; }
+case $ARM in
+all) ARMS=(stock fpw-off untorn) ;;
+stock | fpw-off | untorn) ARMS=("$ARM") ;;
+*) echo "crash: --arm must be stock, fpw-off, untorn or all" >&2; exit 2 ;;
+esac
+LOGDIR=${UNTORN_CRASH_LOGS:-${UNTORN_CACHE:-/var/cache/untorn}/crash-logs}
+mkdir -p "$LOGDIR"
+STAMP=$(date +%Y%m%d-%H%M%S)
+# Per guest boot: ~15 s on an idle 2-core host under TCG, far more on a busy one.
+PER_CYCLE=${UNTORN_CRASH_CYCLE_TIMEOUT:-900}
+
+check_model() {
+	local log=$LOGDIR/model-$STAMP.log
+	echo "crash: checking the crash model (log: $log)"
+	UNTORN_VM_CPUS=1 UNTORN_VM_QEMU_ARGS="-trace pci_nvme_write -trace pci_nvme_rw_cb" \
+		"$ROOT/hack/vm.sh" run --disk 4096:65536:size=1G --allow-reset --timeout 1800 -- bench/crash-model.sh >"$log" 2>&1 || {
+		tail -20 "$log"
+		echo "crash: the crash-model run failed" >&2
+		return 1
+	}
+	# One I/O queue (1 vCPU), so command ids of in-flight commands are unique.
+	awk '
+		/crash-model: first boot/ { on = 1 }
+		/crash-model: second boot/ { on = 0; done = 1 }
+		on && /pci_nvme_write cid/ { match($0, /cid [0-9]+/); c = substr($0, RSTART + 4, RLENGTH - 4); out[c] = 1; acc++ ; n++; if (n > peak) peak = n }
+		on && /pci_nvme_rw_cb cid/ { match($0, /cid [0-9]+/); c = substr($0, RSTART + 4, RLENGTH - 4); if (c in out) { delete out[c]; n--; fin++ } }
+		on && /tear-reset/ { atreset = n }
+		on && /^tear-ack / { split($0, f, /[ =]/); acked[f[5]] = f[7] }
+		/^tear-slot / { split($0, f, /[ =]/); have[f[3]] = f[5] }
+		/^tear-check / { print "crash: model: " $0 }
+		END {
+			left = 0; for (c in out) left++
+			lost = 0; for (sl in acked) if (!(sl in have) || have[sl] + 0 < acked[sl] + 0) lost++
+			printf "crash: model: acknowledged writes checked %d, missing after the reset %d\n", length(acked), lost
+			printf "crash: model: writes accepted by the device %d, completed %d, in flight when the reset was logged %d, never completed %d\n", acc, fin, atreset, left
+			exit !(done && left == 0 && lost == 0)
+		}' "$log" || { echo "crash: MODEL BROKEN: an accepted write did not complete" >&2; return 1; }
+	grep -q '^tear-check .* torn=0 ' "$log" || { echo "crash: MODEL BROKEN: a 64 KiB atomic slot was torn by the reset" >&2; return 1; }
+	grep '^tear-torn' "$log" | head -3
+	echo "crash: model ok: accepted writes complete across the guest reset; no slot torn"
+}
+
+run_arm() { # run_arm ARM -> appends to RESULTS
+	local arm=$1 log=$LOGDIR/$1-$STAMP.log
+	echo "crash: arm $arm, $CYCLES cycles, pgbench scale $SCALE (log: $log)"
+	set +e
+	"$ROOT/hack/vm.sh" run --disk 4096:65536:size=8G --mem 2G --allow-reset \
+		--timeout $((PER_CYCLE * (CYCLES + 1))) -- bench/crash-guest.sh "$arm" "$CYCLES" "$SCALE" 2>&1 |
+		tee "$log" | grep --line-buffered -E '^crash: |^vm: '
+	set -e
+}
+
+if [ -n "$CHECK_MODEL" ] || [ -n "$MODEL_ONLY" ]; then
+	check_model || exit 1
+	[ -z "$MODEL_ONLY" ] || exit 0
+fi
+declare -A TORN=([stock]=- [fpw-off]=- [untorn]=-)
+total=0 recovered=0 failed=0
+for arm in "${ARMS[@]}"; do
+	run_arm "$arm"
+	log=$LOGDIR/$arm-$STAMP.log
+	n=$(grep -c '^CRASH_RESULT' "$log" || true)
+	r=$(grep -c '^CRASH_RESULT.* recovered=yes' "$log" || true)
+	t=$(sed -n 's/^CRASH_RESULT.* checksum_failures=\([0-9]*\) .*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+	a=$(grep -c '^CRASH_RESULT.* amcheck=failed' "$log" || true)
+	echo "crash: arm $arm: cycles=$n recovered=$r pages_with_checksum_failures=$t amcheck_failures=$a"
+	TORN[$arm]=$t
+	total=$((total + n)) recovered=$((recovered + r))
+	[ "$r" -eq "$n" ] || failed=1
+	[ "$n" -eq "$CYCLES" ] || { echo "crash: arm $arm finished $n of $CYCLES cycles" >&2; failed=1; }
+	if [ "$arm" = untorn ] && { [ "$t" -ne 0 ] || [ "$a" -ne 0 ]; }; then failed=1; fi
+done
+echo "cycles=$total torn_stock=${TORN[stock]} torn_fpw_off=${TORN[fpw-off]} torn_untorn=${TORN[untorn]} recovered=$recovered"
+exit $failed

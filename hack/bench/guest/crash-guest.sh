@@ -1,0 +1,152 @@
+#!/bin/bash
+# Guest side of hack/bench/crash.sh: runs on every boot of one VM (QEMU keeps
+# running across the guest resets, so the NVMe disk keeps what the device
+# completed). Usage: crash-guest.sh ARM CYCLES SCALE
+#
+# Boot 1 builds the volume (LVM on /dev/atomic0, ext4 bigalloc as
+# untornctl plans it for an 8 KiB unit) and a PostgreSQL 15 cluster with
+# data checksums, then starts the load. Every later boot is the aftermath
+# of a crash: recover, count, load again, crash again — until CYCLES crashes
+# have been checked. State lives on the volume and is fsynced before load.
+set -uo pipefail
+export PATH=/untorn/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C DM_DISABLE_UDEV=1
+ARM=$1 CYCLES=$2 SCALE=$3
+VG=crashvg LV=pg MNT=/pgdata DATA=/pgdata/db STATE=/pgdata/crash-state
+SHIM=/untorn/lib/glibc/libuntorn.so
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "crash: $*"; }
+pg() { runuser -u postgres -- "$@"; }
+die() {
+	say "error: $*"
+	exit 1
+}
+
+case $ARM in
+stock) FPW=on SHIM_ENV="" ;;
+fpw-off) FPW=off SHIM_ENV="" ;;
+untorn)
+	FPW=off
+	[ -e "$SHIM" ] || die "the shim is not in the guest ($SHIM)"
+	SHIM_ENV="LD_PRELOAD=$SHIM UNTORN_UNIT=8192 UNTORN_MODE=strict UNTORN_STATS_DIR=$MNT/shim-stats"
+	;;
+*) die "unknown arm $ARM" ;;
+esac
+
+start_pg() { # start_pg LOGFILE: with the arm's settings (and shim)
+	pg env $SHIM_ENV pg_ctl -D "$DATA" -w -t 1200 -l "$1" \
+		-o "-k /run/postgresql -c listen_addresses='' -c full_page_writes=$FPW" start >/dev/null
+}
+
+first_boot() {
+	local dev plan margs mopts
+	dev=$(readlink -f /dev/atomic0)
+	dd if=/dev/zero of="$dev" bs=1M count=4 conv=fsync status=none
+	lvm pvcreate -q -y -ff "$dev" >/dev/null && lvm vgcreate -q "$VG" "$dev" >/dev/null &&
+		lvm lvcreate -q -y -Zn -L 3G -n "$LV" "$VG" >/dev/null || die "LVM setup failed"
+	plan=$(untornctl plan "/dev/$VG/$LV" --fs ext4 --unit 8Ki --json) || die "untornctl plan refused the LV"
+	read -r -a margs < <(vmtool jget mkfsArgs <<<"$plan")
+	mopts=$(vmtool jget mountOptions <<<"$plan" | tr ' ' ',')
+	mkfs.ext4 "${margs[@]}" >/dev/null 2>&1 || die "mkfs.ext4 ${margs[*]} failed"
+	mkdir -p "$MNT"
+	mount -t ext4 ${mopts:+-o "$mopts"} "/dev/$VG/$LV" "$MNT" || die "mount failed"
+	untornctl verify "$MNT" --unit 8Ki >/dev/null || die "the volume gives no 8 KiB atomic writes"
+	mkdir -p "$MNT/shim-stats"
+	chown postgres: "$MNT" "$MNT/shim-stats"
+	pg initdb -k -D "$DATA" -E UTF8 --locale=C >/dev/null || die "initdb failed"
+	# Small shared_buffers and frequent checkpoints: many page writes, and
+	# the crash finds many dirty pages in the page cache.
+	cat >>"$DATA/postgresql.conf" <<-EOF
+		shared_buffers = 16MB
+		checkpoint_timeout = 30s
+		max_wal_size = 64MB
+		min_wal_size = 32MB
+		bgwriter_delay = 50ms
+		bgwriter_lru_maxpages = 400
+		synchronous_commit = off
+		wal_writer_delay = 50ms
+	EOF
+	start_pg "$MNT/pg.log" || die "PostgreSQL did not start"
+	pg pgbench -h /run/postgresql -i -q -s "$SCALE" postgres >/dev/null 2>&1 || die "pgbench -i failed"
+	pg pg_ctl -D "$DATA" -m fast -w stop >/dev/null
+	echo "cycle=0 torn=0 recovered=0" >"$STATE"
+	sync
+}
+
+after_crash() {
+	local cycle=$1 t0 rec=no bad amc
+	t0=$(up)
+	if start_pg "$MNT/pg.log"; then rec=yes; fi
+	local took
+	took=$(awk -v a="$t0" -v b="$(up)" 'BEGIN{printf "%.0f", b-a}')
+	bad=-1 amc=skipped
+	if [ $rec = yes ]; then
+		pg pg_ctl -D "$DATA" -m fast -w stop >/dev/null
+		bad=$(pg pg_checksums --check -D "$DATA" 2>&1 | sed -n 's/^Bad checksums: *//p')
+		bad=${bad:-0}
+		pg pg_checksums --check -D "$DATA" 2>&1 | grep -i 'checksum verification failed' | head -5 | sed 's/^/crash:   /'
+		start_pg "$MNT/pg.log" || rec=no
+		if [ $rec = yes ]; then
+			if pg pg_amcheck -h /run/postgresql --all --install-missing >/tmp/amcheck.out 2>&1; then
+				amc=ok
+			else
+				amc=failed
+				head -5 /tmp/amcheck.out | sed 's/^/crash:   /'
+			fi
+		fi
+	else
+		tail -5 "$MNT/pg.log" | sed 's/^/crash:   /'
+	fi
+	say "cycle=$cycle arm=$ARM crash_after=${CRASH_AFTER:-?}s recovery=$rec recovery_s=$took checksum_failures=$bad amcheck=$amc"
+	echo "CRASH_RESULT arm=$ARM cycle=$cycle recovered=$rec checksum_failures=$bad amcheck=$amc"
+	REC=$rec BAD=$bad AMC=$amc
+}
+
+# --- every boot
+lvm vgchange -q -ay "$VG" >/dev/null 2>&1
+mkdir -p "$MNT"
+if ! mount -t ext4 "/dev/$VG/$LV" "$MNT" 2>/dev/null; then
+	say "first boot: building the volume and the cluster (arm $ARM, scale $SCALE) at $(up)s"
+	first_boot
+	say "cluster ready at $(up)s"
+	start_pg "$MNT/pg.log" || die "PostgreSQL did not start"
+else
+	# shellcheck disable=SC1090
+	. "$STATE"
+	CRASH_AFTER=$(cat "$MNT/crash-after" 2>/dev/null)
+	cycle=$((cycle + 1))
+	after_crash "$cycle"
+	[ "$REC" = yes ] && recovered=$((recovered + 1))
+	[ "$BAD" -gt 0 ] 2>/dev/null && torn=$((torn + BAD))
+	if [ "$(pg psql -h /run/postgresql -Atc 'select 1' postgres 2>/dev/null)" != 1 ]; then
+		say "cycle $cycle left the cluster unusable; stopping"
+		echo "cycle=$cycle torn=$torn recovered=$recovered" >"$STATE"
+		sync
+		exit 0
+	fi
+	if [ "$BAD" != 0 ] || [ "$AMC" != ok ]; then
+		# A damaged page would be counted again by every later cycle.
+		say "re-creating the pgbench tables after damage"
+		pg pgbench -h /run/postgresql -i -q -s "$SCALE" postgres >/dev/null 2>&1
+	fi
+	echo "cycle=$cycle torn=$torn recovered=$recovered" >"$STATE"
+	sync
+	if [ "$cycle" -ge "$CYCLES" ]; then
+		say "done: $cycle cycles, $torn pages with checksum failures, $recovered recoveries"
+		echo "CRASH_DONE arm=$ARM cycles=$cycle torn=$torn recovered=$recovered"
+		[ -n "$SHIM_ENV" ] && cat "$MNT"/shim-stats/* 2>/dev/null | tail -3 | sed 's/^/crash: shim /'
+		pg pg_ctl -D "$DATA" -m fast -w stop >/dev/null
+		umount "$MNT"
+		exit 0
+	fi
+fi
+
+# --- load, then crash at a random moment with no sync
+CRASH_AFTER=$((20 + RANDOM % 40))
+echo "$CRASH_AFTER" >"$MNT/crash-after"
+sync
+pg pgbench -h /run/postgresql -c 4 -j 2 -T 3600 -n postgres >/dev/null 2>&1 &
+say "pgbench running; crashing in ${CRASH_AFTER}s (uptime $(up)s)"
+sleep "$CRASH_AFTER"
+echo b >/proc/sysrq-trigger
+sleep 60
+die "sysrq b did not reset the guest"
