@@ -207,8 +207,15 @@ build_binaries() {
 		nice make -s -C "$REPO" shim || die "make shim failed"
 		local v
 		for v in glibc musl; do
-			[ -e "$REPO/build/shim/$v/libuntorn.so" ] && cp "$REPO/build/shim/$v/libuntorn.so" "$BIN_OUT/libuntorn-$v.so"
+			if [ -e "$REPO/build/shim/$v/libuntorn.so" ]; then
+				cp "$REPO/build/shim/$v/libuntorn.so" "$BIN_OUT/libuntorn-$v.so"
+			fi
 		done
+		# The shim's pattern test program (glibc build; the guest is bookworm).
+		rm -f "$BIN_OUT/shim-patterns"
+		if [ -e "$REPO/build/shim/tests/patterns" ]; then
+			cp "$REPO/build/shim/tests/patterns" "$BIN_OUT/shim-patterns"
+		fi
 	else
 		log "warning: no 'make shim' target yet; the shim is not in the guest"
 	fi
@@ -218,7 +225,7 @@ build_binaries() {
 stage_binaries() {
 	local s=$1 f
 	mkdir -p "$s/bin" "$s/lib" "$s/vm" "$s/tests" "$s/bench"
-	for f in untornctl untorn-csi csi-sanity vmtool; do
+	for f in untornctl untorn-csi csi-sanity vmtool shim-patterns; do
 		[ -e "$BIN_OUT/$f" ] && cp "$BIN_OUT/$f" "$s/bin/"
 	done
 	for f in glibc musl; do
@@ -227,7 +234,6 @@ stage_binaries() {
 	install -m 0755 "$VM_SRC/guest-init.sh" "$s/vm/guest-init.sh"
 	[ -d "$VM_SRC/tests" ] && cp -r "$VM_SRC/tests/." "$s/tests/"
 	[ -d "$REPO/hack/bench/guest" ] && cp -r "$REPO/hack/bench/guest/." "$s/bench/"
-	[ -d "$REPO/pkg/atomic/shim/tests" ] && cp -r "$REPO/pkg/atomic/shim/tests" "$s/shim-tests"
 	chmod -R a+rX "$s"
 }
 

@@ -93,3 +93,23 @@ func jsonText(v any) string {
 		return string(b)
 	}
 }
+
+// cmdJSum sums the numeric top-level KEY over the JSON objects on stdin
+// (one per line, as the shim writes its counters); no objects sums to 0.
+func cmdJSum(key string) error {
+	dec := json.NewDecoder(os.Stdin)
+	var sum float64
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err == io.EOF {
+			break
+		} else if err != nil {
+			return fmt.Errorf("jsum: %v", err)
+		}
+		if v, ok := m[key].(float64); ok {
+			sum += v
+		}
+	}
+	fmt.Println(strconv.FormatFloat(sum, 'f', -1, 64))
+	return nil
+}

@@ -17,7 +17,9 @@ const usage = `usage:
   vmtool tear-write DEVICE --slot BYTES --slots N --writers N --reset-after DURATION [--plain]
   vmtool tear-check DEVICE --slot BYTES --slots N
   vmtool mbr DEVICE START:SIZE...        (512-byte sectors)
-  vmtool jget KEY... < JSON`
+  vmtool jget KEY... < JSON
+  vmtool jsum KEY < JSON-LINES
+  vmtool csi SOCKET [--unit SIZE] [--size BYTES] [--expand-to BYTES]`
 
 func main() {
 	if len(os.Args) < 3 && !(len(os.Args) == 2 && os.Args[1] == "jget") {
@@ -34,6 +36,10 @@ func main() {
 		err = cmdTearWrite(os.Args[2], os.Args[3:])
 	case "mbr":
 		err = cmdMBR(os.Args[2], os.Args[3:])
+	case "csi":
+		err = cmdCSI(os.Args[2], os.Args[3:])
+	case "jsum":
+		err = cmdJSum(os.Args[2])
 	case "jget":
 		err = cmdJGet(os.Args[2:])
 	case "tear-check":

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// cmdCSI drives one volume through a CSI plugin the way kubelet and the
+// external sidecars would, and prints what the node sees at each step:
+// CreateVolume, NodeStageVolume (then statx of a file on the staged
+// filesystem), ControllerExpandVolume, NodeExpandVolume (then statfs),
+// NodeUnstageVolume, DeleteVolume. Lines are "csi KEY=VALUE ..." for the
+// guest test to assert on.
+func cmdCSI(endpoint string, args []string) error {
+	fs := flag.NewFlagSet("csi", flag.ContinueOnError)
+	dir := fs.String("dir", "/tmp/csi-check", "directory for the staging path")
+	unit := fs.String("unit", "16Ki", "atomicWriteUnit parameter")
+	size := fs.Int64("size", 256<<20, "initial volume size in bytes")
+	grow := fs.Int64("expand-to", 512<<20, "size to expand to in bytes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	ctrl, node := csi.NewControllerClient(conn), csi.NewNodeClient(conn)
+	mount := &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "ext4"}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+	}
+	cv, err := ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
+		Name:               "vm-csi-check",
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: *size},
+		VolumeCapabilities: []*csi.VolumeCapability{mount},
+		Parameters:         map[string]string{"fsType": "ext4", "atomicWriteUnit": *unit, "atomicPolicy": "require"},
+	})
+	if err != nil {
+		return fmt.Errorf("CreateVolume: %w", err)
+	}
+	vol := cv.GetVolume()
+	fmt.Printf("csi created=%s capacity=%d\n", vol.GetVolumeId(), vol.GetCapacityBytes())
+	staging := filepath.Join(*dir, "staging")
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		return err
+	}
+	_, err = node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
+		VolumeId: vol.GetVolumeId(), StagingTargetPath: staging, VolumeCapability: mount,
+		VolumeContext: vol.GetVolumeContext(),
+	})
+	if err != nil {
+		return fmt.Errorf("NodeStageVolume: %w", err)
+	}
+	probe := filepath.Join(staging, "vm-csi-probe")
+	if err := os.WriteFile(probe, nil, 0o600); err != nil {
+		return err
+	}
+	st, err := statx(probe)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("csi staged statx supported=%v unit_min=%d unit_max=%d\n", st.Supported, st.UnitMin, st.UnitMax)
+	var sf unix.Statfs_t
+	if err := unix.Statfs(staging, &sf); err != nil {
+		return err
+	}
+	before := int64(sf.Blocks) * sf.Bsize
+	ex, err := ctrl.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{
+		VolumeId: vol.GetVolumeId(), CapacityRange: &csi.CapacityRange{RequiredBytes: *grow}, VolumeCapability: mount,
+	})
+	if err != nil {
+		return fmt.Errorf("ControllerExpandVolume: %w", err)
+	}
+	fmt.Printf("csi controller-expanded capacity=%d node_expansion_required=%v\n", ex.GetCapacityBytes(), ex.GetNodeExpansionRequired())
+	if ex.GetNodeExpansionRequired() {
+		if _, err := node.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{
+			VolumeId: vol.GetVolumeId(), VolumePath: staging, StagingTargetPath: staging,
+			CapacityRange: &csi.CapacityRange{RequiredBytes: *grow}, VolumeCapability: mount,
+		}); err != nil {
+			return fmt.Errorf("NodeExpandVolume: %w", err)
+		}
+	}
+	if err := unix.Statfs(staging, &sf); err != nil {
+		return err
+	}
+	fmt.Printf("csi filesystem bytes_before=%d bytes_after=%d\n", before, int64(sf.Blocks)*sf.Bsize)
+	if err := os.Remove(probe); err != nil {
+		return err
+	}
+	if _, err := node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: vol.GetVolumeId(), StagingTargetPath: staging}); err != nil {
+		return fmt.Errorf("NodeUnstageVolume: %w", err)
+	}
+	if _, err := ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.GetVolumeId()}); err != nil {
+		return fmt.Errorf("DeleteVolume: %w", err)
+	}
+	fmt.Println("csi deleted")
+	return nil
+}
