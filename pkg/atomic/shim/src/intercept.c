@@ -24,8 +24,13 @@ static inline int ut_ready(void)
  * in *res, errno set on -1) and 0 when the caller must pass it through.
  * off < 0 means "at the file position" (write, writev, pwritev2 with -1).
  */
-static int try_untorn(int fd, const struct iovec *iov, int cnt, off_t off, int flags,
-		      ssize_t *res)
+static int try_slow(int fd, const struct iovec *iov, int cnt, size_t len, off_t off, int flags,
+		    ssize_t *res);
+
+/* The pass-through checks, inlined into every entry point. */
+static inline __attribute__((always_inline)) int try_untorn(int fd, const struct iovec *iov,
+							    int cnt, off_t off, int flags,
+							    ssize_t *res)
 {
 	if (!ut_ready()) {
 		UT_PASS(UT_R_OFF);
@@ -45,6 +50,19 @@ static int try_untorn(int fd, const struct iovec *iov, int cnt, off_t off, int f
 		UT_PASS(UT_R_UNALIGNED);
 		return 0;
 	}
+	/* A number already known not to qualify (pipe, socket, other fs). */
+	if ((unsigned)fd < UT_TABLE_SIZE &&
+	    __atomic_load_n(&ut_fds[fd].state, __ATOMIC_ACQUIRE) == UT_FD_NO &&
+	    ut_fds[fd].reason != UT_R_UNIT_RANGE && !(flags & ~(RWF_HIPRI | RWF_DSYNC | RWF_SYNC))) {
+		UT_PASS(ut_fds[fd].reason);
+		return 0;
+	}
+	return try_slow(fd, iov, cnt, len, off, flags, res);
+}
+
+static __attribute__((noinline)) int try_slow(int fd, const struct iovec *iov, int cnt, size_t len,
+					      off_t off, int flags, ssize_t *res)
+{
 	if (flags & RWF_APPEND) {
 		UT_PASS(UT_R_APPEND);
 		return 0;
