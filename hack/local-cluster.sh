@@ -72,11 +72,18 @@ render() { # template output
 cmd_build() {
 	local t0=$SECONDS
 	mkdir -p "$UNTORN_CACHE/logs"
+	# the root filesystems mostly wait for the mirror and the disk: build
+	# them while the Go builds use the CPUs
+	local rootfs_log=$UNTORN_CACHE/logs/build-rootfs.log
+	"$HERE/cluster/build-images.sh" pause base postgres mariadb > "$rootfs_log" 2>&1 &
+	local rootfs_pid=$!
 	"$HERE/cluster/build-k8s.sh"
 	"$HERE/cluster/build-sidecars.sh"
-	HELM=$("$HERE/lib/helm.sh")
-	"$HERE/cluster/build-images.sh" deps
-	log "cached builds ready in $((SECONDS - t0))s (helm: $HELM)"
+	local helm
+	helm=$("$HERE/lib/helm.sh")
+	wait "$rootfs_pid" || { cat "$rootfs_log" >&2; die "image build failed (log: $rootfs_log)"; }
+	"$HERE/cluster/build-images.sh" sidecars
+	log "cached builds ready in $((SECONDS - t0))s (helm: $helm)"
 }
 
 import_image() { # archive
