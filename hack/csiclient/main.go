@@ -38,6 +38,9 @@ commands:
   health    -volume-id ID [-staging DIR] [-path PATH]
   expand    -volume-id ID -size Q [-path PATH] [-staging DIR] [-block]
   shim      -target DIR                 publish the shim as an inline ephemeral volume
+  create-stage -name N -staging DIR [-size Q] [-param k=v]...
+                                        CreateVolume then NodeStageVolume on one connection;
+                                        prints the volume ID and the time the two calls took
 `
 
 type params map[string]string
@@ -181,6 +184,25 @@ func run(args []string) error {
 		}
 		return show(node.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: *id, VolumePath: *path,
 			StagingTargetPath: *staging, CapacityRange: cr, VolumeCapability: vc}))
+	case "create-stage":
+		req, err := bytes(*size)
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		vol, err := ctl.CreateVolume(ctx, &csi.CreateVolumeRequest{
+			Name: *name, Parameters: ps, VolumeCapabilities: []*csi.VolumeCapability{vc},
+			CapacityRange: &csi.CapacityRange{RequiredBytes: req},
+		})
+		if err != nil {
+			return err
+		}
+		id := vol.GetVolume().GetVolumeId()
+		if _, err := node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: *staging, VolumeCapability: vc}); err != nil {
+			return fmt.Errorf("stage %s: %w", id, err)
+		}
+		fmt.Printf("{\"volumeId\": %q, \"elapsedNs\": %d}\n", id, time.Since(start).Nanoseconds())
+		return nil
 	case "shim":
 		return show(node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "csi-shim-" + fmt.Sprint(os.Getpid()),
 			TargetPath: *target, VolumeCapability: vc, Readonly: true,

@@ -24,6 +24,7 @@ type LoopBackend struct {
 	dir     string
 	reserve int64
 	exec    exec.Interface
+	sysfs   string
 
 	// mu serialises space accounting (create, expand) so concurrent
 	// creates of different volumes cannot overcommit the directory.
@@ -46,7 +47,7 @@ var _ Backend = (*LoopBackend)(nil)
 
 // NewLoopBackend returns a loop backend in dir keeping reserve bytes free.
 func NewLoopBackend(dir string, reserve int64, runner exec.Interface) *LoopBackend {
-	return &LoopBackend{dir: dir, reserve: reserve, exec: runner}
+	return &LoopBackend{dir: dir, reserve: reserve, exec: runner, sysfs: "/sys"}
 }
 
 func (b *LoopBackend) Name() string          { return "loop" }
@@ -355,8 +356,36 @@ func (b *LoopBackend) SetMeta(ctx context.Context, id string, meta map[string]st
 	return b.writeRecord(r)
 }
 
-// loopDevices lists the loop devices backed by file.
+// loopDevices lists the loop devices backed by file. It reads
+// /sys/block/loop*/loop/backing_file (no process to start, which keeps
+// staging cheap) and falls back to losetup when sysfs has no loop entries.
 func (b *LoopBackend) loopDevices(ctx context.Context, file string) ([]string, error) {
+	want, err := filepath.EvalSymlinks(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	entries, err := filepath.Glob(filepath.Join(b.sysfs, "block", "loop*", "loop", "backing_file"))
+	if err != nil || len(entries) == 0 {
+		return b.loopDevicesLosetup(ctx, file)
+	}
+	var devs []string
+	for _, e := range entries {
+		data, err := os.ReadFile(e)
+		if err != nil {
+			continue // detached meanwhile
+		}
+		if strings.TrimSuffix(string(data), "\n") == want {
+			devs = append(devs, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(e))))
+		}
+	}
+	sort.Strings(devs)
+	return devs, nil
+}
+
+func (b *LoopBackend) loopDevicesLosetup(ctx context.Context, file string) ([]string, error) {
 	out, err := b.run(ctx, "losetup", "--list", "--noheadings", "--output", "NAME", "--associated", file)
 	if err != nil {
 		return nil, err
