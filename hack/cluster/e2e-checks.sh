@@ -74,8 +74,8 @@ check_ext4_require() {
 apply_example() {
 	local file=$1 from=${2:-} to=${3:-}
 	kt create -f "$file" --dry-run=client -o json |
-		jq --arg from "$from" --arg to "$to" '
-			[if .kind == "List" then .items[] else . end]
+		jq -s --arg from "$from" --arg to "$to" '
+			[.[] | if .kind == "List" then .items[] else . end]
 			| map(if .kind == "StatefulSet" then
 				.spec.template.spec.containers |= map(.env = ((.env // []) + [{name: "UNTORN_STATS_DIR", value: "/tmp"}]))
 				| .spec.volumeClaimTemplates |= map(if $from != "" and .spec.storageClassName == $from

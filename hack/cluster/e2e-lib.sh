@@ -43,6 +43,7 @@ declare -A TITLES TIMES
 
 summary() {
 	banner "e2e summary"
+	[ ${#RESULT[@]} -gt 0 ] || { echo "  no check ran"; return 0; }
 	local id
 	for id in $(printf '%s\n' "${!RESULT[@]}" | sort); do
 		printf '  check %-3s %-4s %4ss  %s\n' "$id" "${RESULT[$id]}" "${TIMES[$id]}" "${TITLES[$id]}"
