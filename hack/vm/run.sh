@@ -187,6 +187,7 @@ cmd_run() {
 
 run_cleanup() {
 	local rc=$?
+	set +e # every step must run, whatever failed before
 	if [ -n "${QPID:-}" ]; then
 		# unshare ignores TERM while it waits; KILL takes QEMU down with it.
 		kill -KILL "$QPID" 2>/dev/null
