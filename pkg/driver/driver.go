@@ -43,8 +43,8 @@ func (s SysfsAtomic) Probe(device string) (untorn.DeviceLimits, error) { return 
 func (SysfsAtomic) Plan(dev untorn.DeviceLimits, req untorn.PlanRequest, device string) (untorn.Plan, error) {
 	return untorn.PlanFormat(dev, req, device)
 }
-func (SysfsAtomic) Verify(dir string, unit uint64) (untorn.Verification, error) {
-	return untorn.Verify(dir, unit)
+func (s SysfsAtomic) Verify(dir string, unit uint64) (untorn.Verification, error) {
+	return untorn.VerifyWith(s.Sysfs, dir, unit)
 }
 
 // Deps are the driver's collaborators, built by the caller.

@@ -129,6 +129,9 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 		v, err := d.atomic.Verify(staging, spec.Unit)
 		if err == nil && !v.Atomic && spec.Policy == untorn.PolicyRequire {
 			err = fmt.Errorf("%w: %s at %s does not give atomic writes of %d bytes: %s", ErrAtomicUnavailable, spec.FSType, staging, spec.Unit, v.Reason)
+			if v.Cause != nil {
+				err = fmt.Errorf("%w (%w)", err, v.Cause)
+			}
 		}
 		if err != nil {
 			d.metrics.VerificationFailed(id)
@@ -138,7 +141,7 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 			return fmt.Errorf("verify volume %s: %w", id, err)
 		}
 		st.Verified = v
-		st.Hardware = v.Atomic && plan.Hardware
+		st.Hardware = v.Atomic && v.Hardware
 	}
 	return d.record(ctx, st)
 }
