@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"encoding/json"
 	"math/bits"
 	"os"
 	"os/exec"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/untorn/untorn/internal/testutil"
 )
@@ -282,5 +284,43 @@ func TestNoShimBaseline(t *testing.T) {
 	text, err := runProg(os.Environ(), filepath.Join(out, "tests/asyncw"), "aio", filepath.Join(xfs, "a"), strconv.Itoa(unit))
 	if err != nil || !strings.Contains(text, "marked=0 ") {
 		t.Errorf("asyncw without the shim: %v %q", err, text)
+	}
+}
+
+// TestStatsOnDemand: touching dump-now in UNTORN_STATS_DIR makes a running
+// process write its counters (why "demand") before it exits.
+func TestStatsOnDemand(t *testing.T) {
+	out := built(t)
+	testutil.RequireRoot(t)
+	xfs, _ := testutil.Filesystem(t, 512<<20, "xfs")
+	stats := statsDir(t)
+	cmd := exec.Command(filepath.Join(out, "tests/patterns"), "loop", filepath.Join(xfs, "f"), strconv.Itoa(unit), "6")
+	cmd.Env = shimEnv(filepath.Join(out, "glibc/libuntorn.so"), stats, "UNTORN_UNIT=8192")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	time.Sleep(1500 * time.Millisecond)
+	if err := os.WriteFile(filepath.Join(stats, "dump-now"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var demand Stats
+	waitFor(t, "a counter line written on demand", 4*time.Second, func() bool {
+		files, _ := filepath.Glob(filepath.Join(stats, "untorn-*.json"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			if json.Unmarshal(b, &demand) == nil && demand.Why == "demand" {
+				return true
+			}
+		}
+		return false
+	})
+	if err := <-done; err != nil {
+		t.Fatalf("patterns loop: %v", err)
+	}
+	final := readStats(t, stats, "patterns")
+	if demand.AtomicWrites == 0 || final.AtomicWrites <= demand.AtomicWrites {
+		t.Errorf("atomic_writes on demand %d, at exit %d: want 0 < demand < exit", demand.AtomicWrites, final.AtomicWrites)
 	}
 }

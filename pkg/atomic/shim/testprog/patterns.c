@@ -9,6 +9,7 @@
  *   patterns exec    FILE UNIT SELF       exec of a child that inherits the fd
  *   patterns threads FILE UNIT N          N threads at once
  *   patterns child   FD UNIT OFF          (used by exec)
+ *   patterns loop    FILE UNIT SECONDS    aligned writes for a while
  *
  * Prints one line "qualifying=<calls> pieces=<n> other=<calls>": the writes
  * whose offset and length are multiples of UNIT (the ones the shim must make
@@ -27,6 +28,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FSIZE (1 << 20)
@@ -421,6 +423,20 @@ static void cmd_threads(const char *path, int n)
 	check_all_views(path, fd, ref, FSIZE);
 }
 
+static void cmd_loop(const char *path, int seconds)
+{
+	int fd = open_file(path);
+	ref = calloc(1, FSIZE);
+	unsigned char *pg = malloc(unit);
+	time_t end = time(NULL) + seconds;
+	for (long i = 0; time(NULL) < end; i++) {
+		fill(pg, unit);
+		do_pwrite(fd, (off_t)(unit * (size_t)(i % (FSIZE / unit))), pg, unit);
+		usleep(2000);
+	}
+	check_all_views(path, fd, ref, FSIZE);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4)
@@ -439,6 +455,8 @@ int main(int argc, char **argv)
 		cmd_exec(argv[2], argv[4]);
 	else if (!strcmp(cmd, "threads") && argc == 5)
 		cmd_threads(argv[2], atoi(argv[4]));
+	else if (!strcmp(cmd, "loop") && argc == 5)
+		cmd_loop(argv[2], atoi(argv[4]));
 	else if (!strcmp(cmd, "child") && argc == 5)
 		cmd_child(atoi(argv[2]), (off_t)atol(argv[4]));
 	else
