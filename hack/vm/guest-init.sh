@@ -11,7 +11,9 @@ finish() {
 	sync
 	echo "UNTORN_VM_EXIT=$NONCE:$1"
 	echo o >/proc/sysrq-trigger
-	sleep 30
+	# PID 1 must not exit while the power-off completes (no external
+	# command here: the disks are going away).
+	while :; do :; done
 }
 
 mount -t tmpfs -o mode=0755 run /run
@@ -19,6 +21,10 @@ mount -t tmpfs -o mode=1777 tmp /tmp
 mkdir -p /dev/pts /dev/shm /run/lock /run/postgresql /run/lvm
 mount -t devpts -o gid=5,mode=620 devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
+ln -sfn /proc/self/fd /dev/fd
+ln -sfn /proc/self/fd/0 /dev/stdin
+ln -sfn /proc/self/fd/1 /dev/stdout
+ln -sfn /proc/self/fd/2 /dev/stderr
 chown postgres:postgres /run/postgresql 2>/dev/null
 chmod 2775 /run/postgresql
 hostname untorn-vm

@@ -75,7 +75,7 @@ func cmdTearWrite(dev string, args []string) error {
 	if f.plain {
 		flags = 0
 	}
-	var seq atomic.Uint64
+	var seq, inflight atomic.Int64
 	type ack struct{ seq, slot uint64 }
 	acks := make([]atomic.Pointer[ack], f.writers)
 	errc := make(chan error, f.writers)
@@ -89,9 +89,12 @@ func cmdTearWrite(dev string, args []string) error {
 				if slot >= f.slots {
 					slot = w
 				}
-				s := seq.Add(1)
+				s := uint64(seq.Add(1))
 				fillSlot(buf, s, slot)
-				if _, err := unix.Pwritev2(fd, [][]byte{buf}, int64(slot)*int64(f.slot), flags); err != nil {
+				inflight.Add(1)
+				_, err := unix.Pwritev2(fd, [][]byte{buf}, int64(slot)*int64(f.slot), flags)
+				inflight.Add(-1)
+				if err != nil {
 					errc <- fmt.Errorf("write slot %d: %v", slot, errnoName(err))
 					return
 				}
@@ -117,7 +120,12 @@ func cmdTearWrite(dev string, args []string) error {
 			}
 		}
 	}
-	fmt.Printf("tear-reset submitted=%d\n", seq.Load())
+	// Reset while at least half the writers have a write in flight (or
+	// after 10 s more), so that the device has accepted commands pending.
+	for end := time.Now().Add(10 * time.Second); inflight.Load() < int64(f.writers/2) && time.Now().Before(end); {
+		time.Sleep(100 * time.Microsecond)
+	}
+	fmt.Printf("tear-reset submitted=%d inflight=%d\n", seq.Load(), inflight.Load())
 	if _, err := sysrq.Write([]byte("b")); err != nil {
 		return err
 	}
