@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
@@ -56,10 +57,13 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 	if err := checkCapability(vc, string(spec.FSType)); err != nil {
 		return err
 	}
+	tm := newPhases()
+	defer tm.log(id)
 	dev, err := d.backend.Attach(ctx, id)
 	if err != nil {
 		return fmt.Errorf("attach volume %s: %w", id, err)
 	}
+	tm.mark("attach")
 	limits, err := d.atomic.Probe(dev)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", dev, err)
@@ -118,15 +122,18 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 		if readOnly {
 			opts = append(opts, "ro")
 		}
+		tm.mark("plan")
 		if err := d.mounter.FormatAndMountSensitiveWithFormatOptions(dev, staging, string(spec.FSType), opts, nil, plan.FormatOptions); err != nil {
 			return fmt.Errorf("format and mount %s at %s: %w", dev, staging, err)
 		}
+		tm.mark("formatAndMount")
 	}
 
 	if readOnly {
 		st.Verified = untorn.Verification{Unit: spec.Unit, Reason: "mounted read-only: no write verification"}
 	} else {
 		v, err := d.atomic.Verify(staging, spec.Unit)
+		tm.mark("verify")
 		if err == nil && !v.Atomic && spec.Policy == untorn.PolicyRequire {
 			err = fmt.Errorf("%w: %s at %s does not give atomic writes of %d bytes: %s", ErrAtomicUnavailable, spec.FSType, staging, spec.Unit, v.Reason)
 			if v.Cause != nil {
@@ -143,6 +150,7 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 		st.Verified = v
 		st.Hardware = v.Atomic && v.Hardware
 	}
+	defer tm.mark("record")
 	return d.record(ctx, st)
 }
 
@@ -216,4 +224,22 @@ func (d *Driver) unmountAll(p string) error {
 		}
 	}
 	return fmt.Errorf("%s is still a mount point after repeated unmounts", p)
+}
+
+// phases times the steps of a call for V(4) logs.
+type phases struct {
+	last time.Time
+	kv   []any
+}
+
+func newPhases() *phases { return &phases{last: time.Now()} }
+
+func (p *phases) mark(name string) {
+	now := time.Now()
+	p.kv = append(p.kv, name, now.Sub(p.last))
+	p.last = now
+}
+
+func (p *phases) log(id string) {
+	klog.V(4).InfoS("stage timings", append([]any{"volumeID", id}, p.kv...)...)
 }

@@ -67,7 +67,9 @@ func (s *stateStore) put(v stagedVolume) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(p, b)
+	// No fsync: the record is rebuilt by staging again (it re-verifies),
+	// so losing it in a crash costs nothing, and staging stays cheap.
+	return writeFileReplace(p, b, false)
 }
 
 func (s *stateStore) remove(id string) error {
@@ -82,7 +84,11 @@ func (s *stateStore) remove(id string) error {
 }
 
 // writeFileAtomic writes b to p through a synced temporary file and rename.
-func writeFileAtomic(p string, b []byte) error {
+func writeFileAtomic(p string, b []byte) error { return writeFileReplace(p, b, true) }
+
+// writeFileReplace writes b to a temporary file (synced when sync is set)
+// and renames it over p, so readers see the old or the new content.
+func writeFileReplace(p string, b []byte, sync bool) error {
 	tmp := p + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -93,10 +99,12 @@ func writeFileAtomic(p string, b []byte) error {
 		os.Remove(tmp)
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			os.Remove(tmp)
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
