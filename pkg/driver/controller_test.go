@@ -290,3 +290,53 @@ func TestGetCapacityTopology(t *testing.T) {
 		})
 	}
 }
+
+func TestControllerVolumeHealth(t *testing.T) {
+	e := newFakeDriver(t)
+	ctx := context.Background()
+	var ids []string
+	for _, n := range []string{"h1", "h2", "h3"} {
+		r, err := e.d.CreateVolume(ctx, createReq(n, 1<<30, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.GetVolume().GetVolumeId())
+	}
+	if err := e.backend.SetMeta(ctx, ids[1], map[string]string{metaVerifyFailed: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		id       string
+		want     codes.Code
+		statuses int
+	}{
+		{"no id", "", codes.InvalidArgument, 0},
+		{"unknown", "uv-00000000000000000000000000000000", codes.NotFound, 0},
+		{"healthy", ids[0], codes.OK, 0},
+		{"failed verification", ids[1], codes.OK, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := e.d.ControllerGetVolumeHealth(ctx, &csi.ControllerGetVolumeHealthRequest{VolumeId: tc.id})
+			if got := status.Code(err); got != tc.want {
+				t.Fatalf("code %v, want %v", got, tc.want)
+			}
+			if err == nil && (r.GetVolumeHealth().GetVolumeId() != tc.id || len(r.GetVolumeHealth().GetHealthStatuses()) != tc.statuses) {
+				t.Errorf("health %v", r.GetVolumeHealth())
+			}
+		})
+	}
+	list, err := e.d.ControllerListVolumeHealth(ctx, &csi.ControllerListVolumeHealthRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.GetEntries()) != 1 || list.GetEntries()[0].GetVolumeId() != ids[1] {
+		t.Errorf("abnormal volumes %v, want only %s", list.GetEntries(), ids[1])
+	}
+	e.backend.checkErr = ErrBackendUnavailable
+	list, err = e.d.ControllerListVolumeHealth(ctx, &csi.ControllerListVolumeHealthRequest{MaxEntries: 2})
+	if err != nil || len(list.GetEntries()) != 2 || list.GetNextToken() == "" {
+		t.Errorf("with the backend down: %v, %v", list, err)
+	}
+}

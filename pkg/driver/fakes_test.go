@@ -106,7 +106,11 @@ func (b *fakeBackend) SetMeta(_ context.Context, id string, meta map[string]stri
 		return fmt.Errorf("%w: %s", ErrVolumeNotFound, id)
 	}
 	for k, val := range meta {
-		v.Meta[k] = val
+		if val == "" {
+			delete(v.Meta, k)
+		} else {
+			v.Meta[k] = val
+		}
 	}
 	return nil
 }

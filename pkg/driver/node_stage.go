@@ -21,6 +21,9 @@ const (
 	metaVerifiedUnitMin  = "verifiedUnitMin"
 	metaVerifiedUnitMax  = "verifiedUnitMax"
 	metaVerifiedHardware = "verifiedHardware"
+	// metaVerifyFailed is set when a later verification (NodeGetVolumeHealth)
+	// failed; staging again clears it.
+	metaVerifyFailed = "verifyFailed"
 )
 
 func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
@@ -166,6 +169,7 @@ func (d *Driver) record(ctx context.Context, st stagedVolume) error {
 		metaVerifiedUnitMin:  strconv.FormatUint(uint64(v.UnitMin), 10),
 		metaVerifiedUnitMax:  strconv.FormatUint(uint64(v.UnitMax), 10),
 		metaVerifiedHardware: strconv.FormatBool(st.Hardware),
+		metaVerifyFailed:     "false",
 	}); err != nil {
 		return fmt.Errorf("store verified limits: %w", err)
 	}

@@ -134,6 +134,9 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 		d.metrics.VerificationFailed(id)
 		d.metrics.SetVolumeAtomic(id, uint64(v.UnitMin), uint64(v.UnitMax), false, st.Hardware)
 		klog.InfoS("atomic write verification failed", "volumeID", id, "stagingPath", staging, "err", err)
+		if merr := d.backend.SetMeta(ctx, id, map[string]string{metaVerifyFailed: "true"}); merr != nil {
+			klog.ErrorS(merr, "record failed verification", "volumeID", id)
+		}
 		bad(csi.VolumeHealthErrorType_DEGRADED, healthAtomicNotVerified,
 			fmt.Sprintf("atomic writes of %d bytes no longer verify: %v", st.Unit, err))
 		return resp, nil
