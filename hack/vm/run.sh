@@ -130,7 +130,7 @@ cmd_run() {
 		-chardev stdio,id=con,signal=off -serial chardev:con
 		-monitor "unix:/vm/run/${RUN_DIR##*/}/monitor.sock,server=on,wait=off"
 		-kernel "$kdir/vmlinuz" -initrd "/vm/${INITRAMFS##*/}"
-		-append "console=ttyS0 rdinit=/init panic=-1 cryptomgr.notests mitigations=off audit=0 tsc=unstable loglevel=${UNTORN_VM_LOGLEVEL:-3} untorn.nonce=$nonce untorn.debug=${UNTORN_VM_DEBUG:-0} untorn.disks=${#disks[@]}"
+		-append "console=ttyS0 rdinit=/init panic=-1 cryptomgr.notests no_timer_check mitigations=off audit=0 tsc=unstable loglevel=${UNTORN_VM_LOGLEVEL:-3} untorn.nonce=$nonce untorn.debug=${UNTORN_VM_DEBUG:-0} untorn.disks=${#disks[@]}"
 		-drive "file=/vm/${ROOT_IMG##*/},if=none,id=root,format=raw,readonly=on"
 		-device virtio-blk-pci,drive=root,serial=untorn-root
 		-drive "file=/vm/run/${RUN_DIR##*/}/bin.img,if=none,id=bin,format=raw,readonly=on"

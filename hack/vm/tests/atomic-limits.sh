@@ -24,7 +24,7 @@ done
 section "plan -> mkfs.ext4 bigalloc -> mount -> verify on atomic0"
 untornctl plan /dev/atomic0 --fs ext4 --unit 16Ki --json >/tmp/plan.json
 cat /tmp/plan.json
-read -r pmin pmax cluster < <(vmtool jget atomicUnitMin atomicUnitMax clusterSize </tmp/plan.json | tr '\n' ' ')
+read -r pmin pmax cluster < <(vmtool jget atomicUnitMin atomicUnitMax clusterSize </tmp/plan.json | paste -sd' ')
 expect_eq "plan atomic range" "4096 65536" "$pmin $pmax"
 expect_eq "plan cluster" 65536 "$cluster"
 prog=$(vmtool jget mkfsProgram </tmp/plan.json)
@@ -61,7 +61,7 @@ expect_eq "p2 start, aligned, hardwareAtomic" "206848 true true" "$(vmtool jget 
 expect_rc "plan ext4 16Ki on p1 (sector 2049) refused" 2 untornctl plan "${D1}p1" --fs ext4 --unit 16Ki
 cat /tmp/expect_rc.out
 untornctl plan "${D1}p2" --fs ext4 --unit 16Ki --json >/tmp/plan2.json
-read -r pmin pmax < <(vmtool jget atomicUnitMin atomicUnitMax </tmp/plan2.json | tr '\n' ' ')
+read -r pmin pmax < <(vmtool jget atomicUnitMin atomicUnitMax </tmp/plan2.json | paste -sd' ')
 expect_eq "p2 plan range" "4096 65536" "$pmin $pmax"
 read -r -a margs < <(vmtool jget mkfsArgs </tmp/plan2.json)
 mkfs.ext4 "${margs[@]}" >/dev/null 2>&1 || fail "planned mkfs on p2 failed"

@@ -3,7 +3,7 @@
 # first failure ends the test with status 1 after printing what was seen.
 set -euo pipefail
 export LC_ALL=C DM_DISABLE_UDEV=1
-FAILS=0
+trap 'echo "FAIL  ${BASH_SOURCE[0]##*/} line $LINENO: $BASH_COMMAND (exit $?)"' ERR
 
 pass() { printf 'ok    %s\n' "$*"; }
 fail() {
