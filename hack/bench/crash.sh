@@ -65,6 +65,20 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 # Per guest boot: ~15 s on an idle 2-core host under TCG, far more on a busy one.
 PER_CYCLE=${UNTORN_CRASH_CYCLE_TIMEOUT:-900}
 
+# model_trace_check TRACE: QEMU trace of the model run -> summary, status
+model_trace_check() {
+	awk '
+		/pci_nvme_mmio_asqaddr[^_]/ { if (acc > 0 && !back) { back = 1; atreboot = n } }
+		back { next }
+		/pci_nvme_mmio_doorbell_sq/ { atlast = n }
+		/pci_nvme_write cid/ { match($0, /cid [0-9]+/); c = substr($0, RSTART + 4, RLENGTH - 4); out[c] = 1; acc++; n++; atlastw = n }
+		/pci_nvme_rw_cb cid/ { match($0, /cid [0-9]+/); c = substr($0, RSTART + 4, RLENGTH - 4); if (c in out) { delete out[c]; n--; fin++ } }
+		END {
+			printf "crash: model: device: writes accepted %d, completed %d; outstanding at the last submission before the reset %d, right after the last accepted write %d, when the guest came back %d\n", acc, fin, atlast, atlastw, atreboot
+			exit !(back && acc > 0 && atreboot == 0 && acc == fin)
+		}' "$1"
+}
+
 check_model() {
 	local log=$LOGDIR/model-$STAMP.log trace=model-$STAMP.trace
 	echo "crash: checking the crash model (log: $log)"
@@ -90,20 +104,12 @@ check_model() {
 			exit lost != 0
 		}' "$log" || { echo "crash: MODEL BROKEN: an acknowledged write was lost" >&2; return 1; }
 	# One I/O queue (1 vCPU), so command ids of in-flight commands are unique.
-	# The admin queue address is set once per boot: the second one is the
-	# rebooted guest. At the first boot's last submission (doorbell), the
-	# writes still outstanding are those the reset caught; they must all
-	# complete before the rebooted guest touches the controller.
-	awk '
-		/pci_nvme_mmio_asqaddr[^_]/ { boots++; if (boots == 2) { atreboot = n } }
-		boots != 1 { next }
-		/pci_nvme_mmio_doorbell_sq/ { atlast = n }
-		/pci_nvme_write cid/ { match($0, /cid [0-9]+/); c = substr($0, RSTART + 4, RLENGTH - 4); out[c] = 1; acc++; n++ }
-		/pci_nvme_rw_cb cid/ { match($0, /cid [0-9]+/); c = substr($0, RSTART + 4, RLENGTH - 4); if (c in out) { delete out[c]; n--; fin++ } }
-		END {
-			printf "crash: model: device: writes accepted %d, completed %d; outstanding at the last submission before the reset %d, outstanding when the guest came back %d\n", acc, fin, atlast, atreboot
-			exit !(boots >= 2 && atreboot == 0 && acc == fin)
-		}' "$LOGDIR/$trace" || { echo "crash: MODEL BROKEN: an accepted write did not complete" >&2; return 1; }
+	# The guest sets the admin queue address when its driver enables the
+	# controller: the first time after the first write is the rebooted
+	# guest. At the crashed guest's last submission (doorbell) the writes
+	# still outstanding are those the reset caught; they must all complete
+	# before the rebooted guest enables the controller.
+	model_trace_check "$LOGDIR/$trace" || { echo "crash: MODEL BROKEN: an accepted write did not complete" >&2; return 1; }
 	grep -q '^tear-check .* torn=0 ' "$log" || { echo "crash: MODEL BROKEN: a 64 KiB atomic slot was torn by the reset" >&2; return 1; }
 	echo "crash: model ok: accepted writes complete across the guest reset; no slot torn; no acknowledged write lost"
 }

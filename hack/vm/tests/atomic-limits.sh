@@ -75,7 +75,7 @@ mkfs.ext4 -q -F -O bigalloc -b 4096 -C 65536 "${D1}p1" >/dev/null 2>&1
 mount -t ext4 "${D1}p1" /mnt/t
 vmtool write /mnt/t/f 16384@0 >/tmp/w.out
 expect_eq "p1: statx shows no atomic writes, as planned" "supported=false" "$(vmtool statx /mnt/t/f | cut -d' ' -f1)"
-expect_eq "p1: a 16K RWF_ATOMIC write is refused" "16384@0 EOPNOTSUPP" "$(cat /tmp/w.out)"
+expect_eq "p1: a 16K RWF_ATOMIC write is refused" "16384@0 ENOTSUP" "$(cat /tmp/w.out)"
 umount /mnt/t
 
 section "dm-linear on the boundary disk"
