@@ -31,8 +31,9 @@ for sc in "random 1 400" "random 2 400" "fork" "dup" "threads 8"; do
 	rm -rf /tmp/st /tmp/tr && mkdir -p /tmp/st /tmp/tr
 	out=$(UNTORN_STATS_DIR=/tmp/st UNTORN_UNIT=8192 strace -ff -qq -e trace=pwritev2 -o /tmp/tr/t \
 		-E LD_PRELOAD=$SHIM shim-patterns "$name" "/vol/p-$name-$#" "${extra[@]}" 2>&1) || fail "patterns $sc: $out"
-	qual=$(sed -n 's/.*qualifying=\([0-9]*\).*/\1/p' <<<"$out")
-	pieces=$(sed -n 's/.*pieces=\([0-9]*\).*/\1/p' <<<"$out")
+	# one summary line per process (fork and exec print two)
+	qual=$(sed -n 's/.*qualifying=\([0-9]*\).*/\1/p' <<<"$out" | awk '{s += $1} END {print s + 0}')
+	pieces=$(sed -n 's/.*pieces=\([0-9]*\).*/\1/p' <<<"$out" | awk '{s += $1} END {print s + 0}')
 	aw=$(stats_sum atomic_writes /tmp/st)
 	as=$(stats_sum atomic_syscalls /tmp/st)
 	# bookworm's strace prints RWF_ATOMIC as 0x40
