@@ -7,7 +7,7 @@ BIN     := $(CURDIR)/build/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/untorn/untorn/pkg/driver.Version=$(VERSION)
 
-.PHONY: all build shim demo test deps clean
+.PHONY: all build shim demo test deps chart e2e vm clean
 
 all: build shim
 
@@ -26,6 +26,15 @@ demo:
 
 test:
 	hack/test.sh
+
+chart:
+	hack/test.sh chart
+
+e2e:
+	hack/e2e.sh
+
+vm:
+	hack/vm.sh build
 
 clean:
 	rm -rf build
