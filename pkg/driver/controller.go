@@ -324,6 +324,21 @@ func (d *Driver) getVolume(ctx context.Context, id string) (BackendVolume, error
 	return d.backend.Get(ctx, id)
 }
 
+// lockVolume takes the volume's in-flight lock and looks the volume up
+// under it; on success the caller runs release when done.
+func (d *Driver) lockVolume(ctx context.Context, id string) (BackendVolume, func(), error) {
+	release, err := d.inflight.acquire(id)
+	if err != nil {
+		return BackendVolume{}, nil, err
+	}
+	vol, err := d.getVolume(ctx, id)
+	if err != nil {
+		release()
+		return BackendVolume{}, nil, err
+	}
+	return vol, release, nil
+}
+
 func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
 	if t := req.GetAccessibleTopology(); t != nil {
 		if n, ok := t.GetSegments()[TopologyKey]; !ok || n != d.opts.NodeID {
@@ -396,15 +411,11 @@ func (d *Driver) controllerExpand(ctx context.Context, req *csi.ControllerExpand
 			return nil, err
 		}
 	}
-	release, err := d.inflight.acquire(id)
+	vol, release, err := d.lockVolume(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	vol, err := d.getVolume(ctx, id)
-	if err != nil {
-		return nil, err
-	}
 	spec, err := parseVolumeContext(vol.Meta)
 	if err != nil {
 		return nil, err

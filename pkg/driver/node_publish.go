@@ -36,15 +36,11 @@ func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequ
 	if err := checkPath("staging_target_path", req.GetStagingTargetPath()); err != nil {
 		return err
 	}
-	release, err := d.inflight.acquire(id)
+	vol, release, err := d.lockVolume(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer release()
-	vol, err := d.getVolume(ctx, id)
-	if err != nil {
-		return err
-	}
 	if err := checkCapability(vc, vol.Meta[ParamFSType]); err != nil {
 		return err
 	}

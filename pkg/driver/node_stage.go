@@ -44,15 +44,11 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 	if err := checkCapability(vc, ""); err != nil {
 		return err
 	}
-	release, err := d.inflight.acquire(id)
+	vol, release, err := d.lockVolume(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer release()
-	vol, err := d.getVolume(ctx, id)
-	if err != nil {
-		return err
-	}
 	spec, err := parseVolumeContext(vol.Meta)
 	if err != nil {
 		return err

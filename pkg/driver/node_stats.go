@@ -172,15 +172,11 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 			return nil, err
 		}
 	}
-	release, err := d.inflight.acquire(id)
+	vol, release, err := d.lockVolume(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	vol, err := d.getVolume(ctx, id)
-	if err != nil {
-		return nil, err
-	}
 	if !filepath.IsAbs(p) {
 		return nil, fmt.Errorf("%w: no volume at volume_path %q (not an absolute path)", ErrVolumeNotFound, p)
 	}
