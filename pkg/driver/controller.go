@@ -360,23 +360,12 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 // ListVolumes pages through volumes sorted by ID; the token is the last ID
 // of the previous page, so deleting a listed volume does not shift pages.
 func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, toStatus(fmt.Errorf("%w: max_entries must not be negative", ErrInvalidArgument))
-	}
-	tok := req.GetStartingToken()
-	if tok != "" && !validVolumeID(tok) {
-		return nil, toStatus(fmt.Errorf("%w: starting_token %q was not issued by this driver", ErrInvalidToken, tok))
-	}
-	vols, err := d.backend.List(ctx)
+	vols, err := d.volumesFrom(ctx, req.GetMaxEntries(), req.GetStartingToken())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	sort.Slice(vols, func(i, j int) bool { return vols[i].ID < vols[j].ID })
 	resp := &csi.ListVolumesResponse{}
 	for _, v := range vols {
-		if tok != "" && v.ID <= tok {
-			continue
-		}
 		if req.GetMaxEntries() > 0 && len(resp.Entries) == int(req.GetMaxEntries()) {
 			resp.NextToken = resp.Entries[len(resp.Entries)-1].Volume.VolumeId
 			break
@@ -391,6 +380,24 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: cv})
 	}
 	return resp, nil
+}
+
+// volumesFrom lists the volumes, sorted by ID, that follow the paging token
+// tok (all of them when tok is empty).
+func (d *Driver) volumesFrom(ctx context.Context, maxEntries int32, tok string) ([]BackendVolume, error) {
+	if maxEntries < 0 {
+		return nil, fmt.Errorf("%w: max_entries must not be negative", ErrInvalidArgument)
+	}
+	if tok != "" && !validVolumeID(tok) {
+		return nil, fmt.Errorf("%w: starting_token %q was not issued by this driver", ErrInvalidToken, tok)
+	}
+	vols, err := d.backend.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(vols, func(i, j int) bool { return vols[i].ID < vols[j].ID })
+	start := sort.Search(len(vols), func(i int) bool { return tok == "" || vols[i].ID > tok })
+	return vols[start:], nil
 }
 
 func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {

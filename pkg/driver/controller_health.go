@@ -27,23 +27,13 @@ func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.Control
 // ControllerListVolumeHealth lists the volumes with an adverse condition,
 // paged like ListVolumes.
 func (d *Driver) ControllerListVolumeHealth(ctx context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, toStatus(fmt.Errorf("%w: max_entries must not be negative", ErrInvalidArgument))
-	}
-	tok := req.GetStartingToken()
-	if tok != "" && !validVolumeID(tok) {
-		return nil, toStatus(fmt.Errorf("%w: starting_token %q was not issued by this driver", ErrInvalidToken, tok))
-	}
-	vols, err := d.backend.List(ctx)
+	vols, err := d.volumesFrom(ctx, req.GetMaxEntries(), req.GetStartingToken())
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	checkErr := d.backend.Check(ctx)
 	resp := &csi.ControllerListVolumeHealthResponse{}
 	for _, v := range vols {
-		if tok != "" && v.ID <= tok {
-			continue
-		}
 		h := d.volumeHealth(v, checkErr)
 		if len(h.GetHealthStatuses()) == 0 {
 			continue
