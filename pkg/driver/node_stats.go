@@ -27,15 +27,9 @@ func (d *Driver) nodeStats(ctx context.Context, req *csi.NodeGetVolumeStatsReque
 	if _, err := d.getVolume(ctx, id); err != nil {
 		return nil, err
 	}
-	if !filepath.IsAbs(p) {
-		return nil, fmt.Errorf("%w: no volume at volume_path %q (not an absolute path)", ErrVolumeNotFound, p)
-	}
-	fi, err := os.Stat(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: volume_path %s does not exist", ErrVolumeNotFound, p)
-	}
+	fi, err := statVolumePath(p)
 	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", p, err)
+		return nil, err
 	}
 	resp := &csi.NodeGetVolumeStatsResponse{}
 	if fi.Mode()&os.ModeDevice != 0 {
@@ -55,6 +49,22 @@ func (d *Driver) nodeStats(ctx context.Context, req *csi.NodeGetVolumeStatsReque
 		{Unit: csi.VolumeUsage_INODES, Total: fs.inodes, Available: fs.inodesFree, Used: fs.inodes - fs.inodesFree},
 	}
 	return resp, nil
+}
+
+// statVolumePath stats a request's volume_path; a relative or missing path
+// is ErrVolumeNotFound.
+func statVolumePath(p string) (os.FileInfo, error) {
+	if !filepath.IsAbs(p) {
+		return nil, fmt.Errorf("%w: no volume at volume_path %q (not an absolute path)", ErrVolumeNotFound, p)
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: volume_path %s does not exist", ErrVolumeNotFound, p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", p, err)
+	}
+	return fi, nil
 }
 
 // Health reasons reported by NodeGetVolumeHealth.
@@ -177,11 +187,8 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 		return nil, err
 	}
 	defer release()
-	if !filepath.IsAbs(p) {
-		return nil, fmt.Errorf("%w: no volume at volume_path %q (not an absolute path)", ErrVolumeNotFound, p)
-	}
-	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: volume_path %s does not exist", ErrVolumeNotFound, p)
+	if _, err := statVolumePath(p); errors.Is(err, ErrVolumeNotFound) {
+		return nil, err
 	}
 	spec, err := parseVolumeContext(vol.Meta)
 	if err != nil {
