@@ -40,6 +40,15 @@ loopdev() { # loopdev NAME: sets $dev to a new 1 GiB sparse loop device
 	loops+=("$dev")
 }
 
+mount_verify() { # mount_verify FSTYPE DEV: mounts DEV at $work/FSTYPE, verifies 16 KiB
+	# atomic writes there and sets $json to the verify --json result
+	mkdir -p "$work/$1"
+	mount -t "$1" "$2" "$work/$1"
+	mounts+=("$work/$1")
+	show "$ctl" verify "$work/$1" --unit 16Ki
+	json=$("$ctl" verify "$work/$1" --unit 16Ki --json) || true
+}
+
 echo "== building untornctl"
 go build -o "$work/untornctl" ./cmd/untornctl
 ctl=$work/untornctl
@@ -57,11 +66,8 @@ show "$ctl" plan "$xdev" --fs xfs --unit 16Ki
 mapfile -t args < <(jq -r '.mkfsArgs[]' "$work/xfs-plan.json")
 step "$(jq -r .mkfsProgram "$work/xfs-plan.json")" -q "${args[@]}"
 "$(jq -r .mkfsProgram "$work/xfs-plan.json")" -q "${args[@]}"
-mkdir -p "$work/xfs"
-mount -t xfs "$xdev" "$work/xfs"
-mounts+=("$work/xfs")
-show "$ctl" verify "$work/xfs" --unit 16Ki
-xfs_json=$("$ctl" verify "$work/xfs" --unit 16Ki --json) || true
+mount_verify xfs "$xdev"
+xfs_json=$json
 
 echo
 echo "== 2. ext4 bigalloc on a loop device"
@@ -80,11 +86,8 @@ echo "Formatting the loop device with that bigalloc plan and verifying shows why
 mapfile -t opts < <(jq -r '.formatOptions[]' "$work/ext4-plan.json")
 show mkfs.ext4 -q -F "${opts[@]}" "$edev"
 dumpe2fs -h "$edev" 2>/dev/null | grep -E '^(Filesystem features|Block size|Cluster size):'
-mkdir -p "$work/ext4"
-mount -t ext4 "$edev" "$work/ext4"
-mounts+=("$work/ext4")
-show "$ctl" verify "$work/ext4" --unit 16Ki
-ext4_json=$("$ctl" verify "$work/ext4" --unit 16Ki --json) || true
+mount_verify ext4 "$edev"
+ext4_json=$json
 
 echo
 echo "== results (untornctl verify --json)"
