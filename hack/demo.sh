@@ -5,11 +5,7 @@
 # writethrough shim. Everything it creates is removed again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH=/usr/local/go/bin:$PATH
-if [ "$(id -u)" -ne 0 ]; then
-	echo "demo: run as root (loop devices, mkfs, mount)" >&2
-	exit 2
-fi
+. hack/lib/common.sh
 hack/install-deps.sh
 for part in atomic driver postgres; do
 	script=hack/demo/$part.sh

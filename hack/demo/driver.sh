@@ -6,11 +6,7 @@
 # staging verified. Everything it creates is removed on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export PATH=/usr/local/go/bin:$PATH
-if [ "$(id -u)" -ne 0 ]; then
-	echo "demo: run as root (loop devices, mkfs, mount)" >&2
-	exit 2
-fi
+. hack/lib/common.sh
 
 work=$(mktemp -d /tmp/untorn-driver-demo.XXXXXX)
 pid=

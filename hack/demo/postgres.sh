@@ -7,10 +7,7 @@
 # creates is removed on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if [ "$(id -u)" -ne 0 ]; then
-	echo "demo: run as root (loop devices, mkfs, mount)" >&2
-	exit 2
-fi
+. hack/lib/common.sh
 pgbin=/usr/lib/postgresql/15/bin
 [ -x $pgbin/postgres ] || { echo "demo: postgresql-15 is not installed (hack/install-deps.sh)" >&2; exit 2; }
 
