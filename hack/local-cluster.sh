@@ -74,14 +74,26 @@ cmd_build() {
 	mkdir -p "$UNTORN_CACHE/logs"
 	# the root filesystems mostly wait for the mirror and the disk: build
 	# them while the Go builds use the CPUs
-	local rootfs_log=$UNTORN_CACHE/logs/build-rootfs.log
-	"$HERE/cluster/build-images.sh" pause base postgres mariadb > "$rootfs_log" 2>&1 &
-	local rootfs_pid=$!
+	# (each root filesystem has its own directory and package cache, so the
+	# three debootstraps run side by side)
+	local img pids=() names=()
+	for img in base postgres mariadb; do
+		"$HERE/cluster/build-images.sh" $([ $img = base ] && echo pause) $img > "$UNTORN_CACHE/logs/build-$img.log" 2>&1 &
+		pids+=($!) names+=($img)
+	done
 	"$HERE/cluster/build-k8s.sh"
 	"$HERE/cluster/build-sidecars.sh"
 	local helm
 	helm=$("$HERE/lib/helm.sh")
-	wait "$rootfs_pid" || { cat "$rootfs_log" >&2; die "image build failed (log: $rootfs_log)"; }
+	local i failed=0
+	for i in "${!pids[@]}"; do
+		if ! wait "${pids[$i]}"; then
+			tail -30 "$UNTORN_CACHE/logs/build-${names[$i]}.log" >&2
+			log "image build ${names[$i]} failed (log: $UNTORN_CACHE/logs/build-${names[$i]}.log)"
+			failed=1
+		fi
+	done
+	[ $failed = 0 ] || die "image builds failed"
 	"$HERE/cluster/build-images.sh" sidecars
 	log "cached builds ready in $((SECONDS - t0))s (helm: $helm)"
 }

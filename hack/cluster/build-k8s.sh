@@ -49,7 +49,7 @@ import (
 EOT
 go get "k8s.io/kubernetes@$K8S_VERSION" > get.log 2>&1 || { cat get.log; die "go get k8s.io/kubernetes failed"; }
 go mod tidy -e > tidy.log 2>&1 || true
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#v1.}"
+ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<< "$K8S_VERSION")"
 ldflags="$ldflags -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 for b in "${BINS[@]}"; do
 	[ -x "$K8S_BIN/$b" ] && continue
