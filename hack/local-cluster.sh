@@ -184,7 +184,8 @@ cmd_up() {
 		--authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
 		--allow-privileged=true --enable-aggregator-routing=true \
 		--kubelet-client-certificate="$K/apiserver-kubelet-client.crt" \
-		--kubelet-client-key="$K/apiserver-kubelet-client.key"
+		--kubelet-client-key="$K/apiserver-kubelet-client.key" \
+		--kubelet-preferred-address-types=InternalIP,Hostname
 	wait_for 120 "kube-apiserver" kc get --raw /readyz || die "kube-apiserver not ready (log: $CLUSTER_DIR/logs/kube-apiserver.log)"
 	log "apiserver ready"
 	start kube-controller-manager "$B/kube-controller-manager" --kubeconfig="$K/controller-manager.kubeconfig" \
