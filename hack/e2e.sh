@@ -28,7 +28,7 @@ MARIADB_MANIFEST=${MARIADB_MANIFEST:-$ROOT/deploy/examples/mariadb.yaml}
 . "$ROOT/hack/cluster/e2e-checks.sh"
 
 T0=$SECONDS
-declare -A RESULT
+declare -A RESULT=()
 installed=0
 
 cleanup() {

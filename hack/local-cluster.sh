@@ -237,7 +237,7 @@ cluster_pids() {
 			find /proc/[0-9]*/ns -maxdepth 1 -name mnt -lname "$pat" 2> /dev/null | cut -d/ -f3
 		fi
 		grep -l ':/kubepods' /proc/[0-9]*/cgroup 2> /dev/null | cut -d/ -f3
-	} | grep -vx -e "$$" -e "$BASHPID" | sort -un
+	} | { grep -vx -e "$$" -e "$BASHPID" || true; } | sort -un || true
 }
 
 # loop devices whose backing file lies under CLUSTER_DIR (matched by inode,

@@ -39,7 +39,7 @@ run_check() {
 	TITLES[$id]="$title"
 	TIMES[$id]=$((SECONDS - t0))
 }
-declare -A TITLES TIMES
+declare -A TITLES=() TIMES=()
 
 summary() {
 	banner "e2e summary"
