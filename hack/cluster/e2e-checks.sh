@@ -118,8 +118,14 @@ shim_counters() {
 # the shim volume is mounted read-only
 shim_injected() {
 	local pod=$1 c=$2
-	local preload
-	preload=$(kt exec "$pod" -c "$c" -- sh -c 'tr "\0" "\n" < /proc/1/environ | sed -n "s/^LD_PRELOAD=//p"')
+	# the container's main process, read from the host: the containers drop
+	# every capability, so an exec'd shell may not read its environ
+	local preload cid pid
+	cid=$(kt get pod "$pod" -o jsonpath="{.status.containerStatuses[?(@.name==\"$c\")].containerID}")
+	cid=${cid#*://}
+	pid=$("$LC" exec ctr -n k8s.io task ls | awk -v id="$cid" '$1 == id {print $2}')
+	[ -n "$pid" ] || fail "no running task for container $cid of $pod/$c"
+	preload=$(tr '\0' '\n' < "/proc/$pid/environ" | sed -n 's/^LD_PRELOAD=//p')
 	[ -n "$preload" ] || fail "LD_PRELOAD is not set in $pod/$c (webhook did not inject the shim)"
 	echo "LD_PRELOAD=$preload"
 	local dir=${preload%/*} mnt
