@@ -143,6 +143,15 @@ for arm in "${ARMS[@]}"; do
 	[ "$r" -eq "$n" ] || failed=1
 	[ "$n" -eq "$CYCLES" ] || { echo "crash: arm $arm finished $n of $CYCLES cycles" >&2; failed=1; }
 	if [ "$arm" = untorn ] && { [ "$t" -ne 0 ] || [ "$a" -ne 0 ]; }; then failed=1; fi
+	if [ "$arm" = untorn ]; then
+		# The untorn arm means something only if the shim really made the
+		# page writes atomic: its counters must show atomic writes.
+		aw=$(sed -n 's/^CRASH_SHIM.* atomic_writes=\([0-9]*\).*/\1/p' "$log" | tail -1)
+		if [ -z "$aw" ] || [ "$aw" -eq 0 ]; then
+			echo "crash: arm untorn: the shim's counters show no atomic write (atomic_writes=${aw:-missing})" >&2
+			failed=1
+		fi
+	fi
 done
 echo "cycles=$total torn_stock=${TORN[stock]} torn_fpw_off=${TORN[fpw-off]} torn_untorn=${TORN[untorn]} recovered=$recovered"
 exit $failed
