@@ -252,6 +252,8 @@ check_cleanup() {
 	echo "backing files left: ${files:-none}; loop devices left: ${loops:-none}"
 	[ -z "$files" ] || fail "backing files left in $LOOP_DIR: $files"
 	[ -z "$loops" ] || fail "loop devices left: $loops"
-	"$LC" exec sh -c 'grep -c "/var/lib/kubelet/.*untorn" /proc/self/mounts' | grep -qx 0 ||
-		fail "volume mounts left in the kubelet's directory: $("$LC" exec grep untorn /proc/self/mounts)"
+	# CSI staging and publish mounts (the driver pods' own token mounts stay)
+	local csimnt='/var/lib/kubelet/(pods/[^ ]*/volumes/kubernetes.io~csi|plugins/kubernetes.io/csi)/'
+	"$LC" exec sh -c "grep -cE '$csimnt' /proc/self/mounts" | grep -qx 0 ||
+		fail "CSI volume mounts left in the kubelet's directory: $("$LC" exec grep -E "$csimnt" /proc/self/mounts)"
 }
