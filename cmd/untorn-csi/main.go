@@ -75,10 +75,12 @@ func run(args []string) error {
 
 	runner := exec.New()
 	var backend driver.Backend
-	switch o.Backend {
-	case "loop":
+	switch {
+	case o.Mode == driver.ModeController:
+		// Expansion only: the volumes live on the nodes.
+	case o.Backend == "loop":
 		backend = driver.NewLoopBackend(o.LoopDir, o.LoopReserve, runner)
-	case "lvm":
+	case o.Backend == "lvm":
 		backend = driver.NewLVMBackend(o.VolumeGroup, runner)
 	}
 	deps := driver.Deps{

@@ -2,11 +2,12 @@
 # hack/bench/crash.sh — count torn PostgreSQL pages after real crashes.
 #
 #   hack/bench/crash.sh [--cycles N] [--arm stock|fpw-off|untorn|all]
-#                       [--scale S] [--check-model] [--skip-model-check]
+#                       [--scale S] [--split KIB] [--check-model]
+#                       [--skip-model-check]
 #
 # PostgreSQL 15 with data checksums (initdb -k) runs pgbench on an untorn
 # volume (LVM on a hardware-atomic NVMe disk of hack/vm.sh, ext4 bigalloc as
-# untornctl plans it) inside the guest. At a random moment (20-60 s into
+# untornctl plans it) inside the guest. At a random moment (15-45 s into
 # the load) the guest resets itself hard with sysrq 'b': no sync, no clean
 # shutdown, while QEMU keeps running. The guest boots again, PostgreSQL
 # recovers, `pg_checksums --check` (server stopped) counts pages with
@@ -28,6 +29,14 @@
 # - Tearing therefore comes from where it comes on real hardware with
 #   atomic writes: an 8 KiB page the kernel wrote back as more than one
 #   device command, of which only some were issued before the crash.
+# - A device with 8 KiB atomic writes that QEMU never splits would hide
+#   the difference between the arms, so by default (--split 4) the guest
+#   caps its NVMe queue at 4 KiB commands (max_sectors_kb) with 4 in flight
+#   (nr_requests): buffered writeback of an 8 KiB page becomes two device
+#   commands, and the crash can come between them, as on a device that
+#   guarantees 4 KiB. RWF_ATOMIC writes are bounded by the atomic limits,
+#   not by max_sectors_kb, and still go out as one command. --split 0
+#   leaves the queue as the device gives it.
 # - Not covered: a device that loses or tears accepted commands (no
 #   power-loss protection: the untorn product requires hardware whose
 #   atomic write guarantee holds over power loss), host crashes, and a kill
@@ -41,19 +50,24 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VM_CACHE=${UNTORN_CACHE:-/var/cache/untorn}/vm
-CYCLES=30 ARM=all SCALE=10 CHECK_MODEL=1 MODEL_ONLY=""
+CYCLES=30 ARM=all SCALE=10 SPLIT=4 CHECK_MODEL=1 MODEL_ONLY=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--cycles) CYCLES=$2; shift 2 ;;
 	--arm) ARM=$2; shift 2 ;;
 	--scale) SCALE=$2; shift 2 ;;
+	--split) SPLIT=$2; shift 2 ;;
 	--check-model) MODEL_ONLY=1; shift ;;
 	--skip-model-check) CHECK_MODEL=""; shift ;;
-	*) echo "usage: $0 [--cycles N] [--arm stock|fpw-off|untorn|all] [--scale S] [--check-model] [--skip-model-check]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--cycles N] [--arm stock|fpw-off|untorn|all] [--scale S] [--split KIB] [--check-model] [--skip-model-check]" >&2; exit 2 ;;
 	esac
 done
 [[ $CYCLES =~ ^[1-9][0-9]*$ ]] || { echo "crash: --cycles must be a positive number" >&2; exit 2; }
 [[ $SCALE =~ ^[1-9][0-9]*$ ]] || { echo "crash: --scale must be a positive number" >&2; exit 2; }
+case $SPLIT in
+0 | 4 | 8 | 16 | 32 | 64 | 128) ;;
+*) echo "crash: --split must be 0 (off) or a command size in KiB: 4, 8, 16 … 128" >&2; exit 2 ;;
+esac
 case $ARM in
 all) ARMS=(stock fpw-off untorn) ;;
 stock | fpw-off | untorn) ARMS=("$ARM") ;;
@@ -116,10 +130,10 @@ check_model() {
 
 run_arm() { # run_arm ARM -> appends to RESULTS
 	local arm=$1 log=$LOGDIR/$1-$STAMP.log
-	echo "crash: arm $arm, $CYCLES cycles, pgbench scale $SCALE (log: $log)"
+	echo "crash: arm $arm, $CYCLES cycles, pgbench scale $SCALE, split ${SPLIT} KiB (log: $log)"
 	set +e
 	"$ROOT/hack/vm.sh" run --disk 4096:65536:size=8G --mem 2G --allow-reset \
-		--timeout $((PER_CYCLE * (CYCLES + 1))) -- bench/crash-guest.sh "$arm" "$CYCLES" "$SCALE" 2>&1 |
+		--timeout $((PER_CYCLE * (CYCLES + 1))) -- bench/crash-guest.sh "$arm" "$CYCLES" "$SCALE" "$SPLIT" 2>&1 |
 		tee "$log" | grep --line-buffered -E '^crash: |^vm: '
 	set -e
 }

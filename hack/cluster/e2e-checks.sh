@@ -206,7 +206,7 @@ check_mariadb() {
 	dw=$(my "SELECT @@innodb_doublewrite")
 	echo "innodb_doublewrite=$dw"
 	[ "$dw" = 0 ] || [ "$dw" = OFF ] || fail "innodb_doublewrite is '$dw', want OFF"
-	my "CREATE DATABASE IF NOT EXISTS e2e; CREATE TABLE IF NOT EXISTS e2e.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB;
+	my "CREATE DATABASE IF NOT EXISTS e2e; USE e2e; CREATE TABLE IF NOT EXISTS e2e.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB;
 	    INSERT INTO e2e.t (v) SELECT REPEAT('x', 200) FROM seq_1_to_20000; SET GLOBAL innodb_max_dirty_pages_pct=0;"
 	sleep 5
 	local stats

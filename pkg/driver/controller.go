@@ -22,6 +22,11 @@ const (
 
 // minVolumeSize is the smallest volume each filesystem can be made on
 // (mkfs.xfs refuses below 300 MiB).
+// expansionGranularity is what an expansion-only controller rounds a new
+// size up to, not knowing the volume's own granularity; the node rounds
+// further when its backend needs it.
+const expansionGranularity = 1 << 20
+
 func minVolumeSize(fs untorn.FSType) int64 {
 	if fs == untorn.FSXFS {
 		return 300 << 20
@@ -178,7 +183,10 @@ func (d *Driver) volumeSize(cr *csi.CapacityRange, spec volumeSpec) (int64, erro
 		}
 	}
 	size = max(size, minVolumeSize(spec.FSType))
-	gran := d.backend.AllocationUnit()
+	gran := int64(expansionGranularity)
+	if !d.expansionOnly() {
+		gran = d.backend.AllocationUnit()
+	}
 	if gran <= 0 {
 		gran = 1
 	}
@@ -418,6 +426,17 @@ func (d *Driver) controllerExpand(ctx context.Context, req *csi.ControllerExpand
 			return nil, err
 		}
 	}
+	if d.expansionOnly() {
+		// The volume lives on a node this controller cannot reach: accept
+		// the new size and let NodeExpandVolume grow the backing volume
+		// (to the node's exact granularity) and then the filesystem.
+		size, err := d.volumeSize(req.GetCapacityRange(), volumeSpec{})
+		if err != nil {
+			return nil, err
+		}
+		klog.InfoS("expansion accepted; the node grows the volume", "volumeID", id, "sizeBytes", size)
+		return &csi.ControllerExpandVolumeResponse{CapacityBytes: size, NodeExpansionRequired: true}, nil
+	}
 	vol, release, err := d.lockVolume(ctx, id)
 	if err != nil {
 		return nil, err
@@ -445,7 +464,7 @@ func (d *Driver) controllerExpand(ctx context.Context, req *csi.ControllerExpand
 
 func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
 	var caps []*csi.ControllerServiceCapability
-	for _, t := range []csi.ControllerServiceCapability_RPC_Type{
+	types := []csi.ControllerServiceCapability_RPC_Type{
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
@@ -453,7 +472,11 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
 		csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
 		csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH,
-	} {
+	}
+	if d.expansionOnly() {
+		types = []csi.ControllerServiceCapability_RPC_Type{csi.ControllerServiceCapability_RPC_EXPAND_VOLUME}
+	}
+	for _, t := range types {
 		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
 			Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}})
 	}

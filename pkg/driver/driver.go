@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
@@ -82,8 +84,11 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Backend == nil || deps.Mounter == nil || deps.Exec == nil || deps.Atomic == nil {
-		return nil, errors.New("driver: backend, mounter, exec and atomic ops are required")
+	if deps.Mounter == nil || deps.Exec == nil || deps.Atomic == nil {
+		return nil, errors.New("driver: mounter, exec and atomic ops are required")
+	}
+	if deps.Backend == nil && opts.Mode != ModeController {
+		return nil, fmt.Errorf("driver: mode %s needs a volume backend", opts.Mode)
 	}
 	metrics := deps.Metrics
 	if metrics == nil {
@@ -134,9 +139,29 @@ func BuildVersion() string {
 func (d *Driver) controller() bool { return d.opts.Mode != ModeNode }
 func (d *Driver) node() bool       { return d.opts.Mode != ModeController }
 
+// expansionOnly reports whether this is the cluster-wide controller of
+// the node-local driver: it has no storage of its own (volumes live on
+// the nodes and are created by the node plugin's csi-provisioner), so it
+// serves volume expansion only, leaving the growing to NodeExpandVolume.
+func (d *Driver) expansionOnly() bool { return d.backend == nil }
+
+// controllerOnlyExpansion rejects, in an expansion-only controller, the
+// controller calls that need the node's storage.
+func (d *Driver) controllerOnlyExpansion(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if d.expansionOnly() && strings.HasPrefix(info.FullMethod, "/csi.v1.Controller/") {
+		switch info.FullMethod {
+		case "/csi.v1.Controller/ControllerExpandVolume", "/csi.v1.Controller/ControllerGetCapabilities":
+		default:
+			return nil, status.Errorf(codes.Unimplemented,
+				"%s: the --mode=controller plugin serves volume expansion only; volumes are node-local and the node plugin (--mode=all) serves this call", info.FullMethod)
+		}
+	}
+	return handler(ctx, req)
+}
+
 // Server returns a gRPC server with the services of the driver's mode.
 func (d *Driver) Server() *grpc.Server {
-	icpts := append(append([]grpc.UnaryServerInterceptor{}, d.icpts...), logCalls)
+	icpts := append(append([]grpc.UnaryServerInterceptor{}, d.icpts...), logCalls, d.controllerOnlyExpansion)
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(icpts...))
 	csi.RegisterIdentityServer(srv, d)
 	if d.controller() {
@@ -177,11 +202,15 @@ func (d *Driver) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", sock, err)
 	}
 	srv := d.Server()
-	if err := d.backend.Check(ctx); err != nil {
-		klog.ErrorS(err, "backend not usable yet; Probe reports not ready", "backend", d.backend.Name())
+	backend := "none (expansion only)"
+	if !d.expansionOnly() {
+		backend = d.backend.Name()
+		if err := d.backend.Check(ctx); err != nil {
+			klog.ErrorS(err, "backend not usable yet; Probe reports not ready", "backend", backend)
+		}
 	}
 	klog.InfoS("serving CSI", "driver", DriverName, "version", d.version, "mode", d.opts.Mode,
-		"endpoint", d.opts.Endpoint, "nodeID", d.opts.NodeID, "backend", d.backend.Name())
+		"endpoint", d.opts.Endpoint, "nodeID", d.opts.NodeID, "backend", backend)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()

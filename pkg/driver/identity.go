@@ -26,6 +26,9 @@ func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabiliti
 
 // Probe is ready only when the backend is usable.
 func (d *Driver) Probe(ctx context.Context, _ *csi.ProbeRequest) (*csi.ProbeResponse, error) {
+	if d.expansionOnly() {
+		return &csi.ProbeResponse{Ready: wrapperspb.Bool(true)}, nil
+	}
 	if err := d.backend.Check(ctx); err != nil {
 		klog.V(2).InfoS("probe: backend not ready", "backend", d.backend.Name(), "err", err)
 		return &csi.ProbeResponse{Ready: wrapperspb.Bool(false)}, nil

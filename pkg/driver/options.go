@@ -65,15 +65,17 @@ func (o *Options) Validate() error {
 	if !validToken(o.NodeID) || len(o.NodeID) > 63 {
 		return fmt.Errorf("%w: --node-id %q: must be 1-63 characters [A-Za-z0-9._-] starting with a letter or digit (a Kubernetes label value)", ErrInvalidOption, o.NodeID)
 	}
-	switch o.Backend {
-	case "loop":
+	switch {
+	case o.Mode == ModeController:
+		// No storage: the controller serves expansion only.
+	case o.Backend == "loop":
 		if o.LoopDir == "" || !filepath.IsAbs(o.LoopDir) {
 			return fmt.Errorf("%w: --loop-dir %q: an absolute directory is required with --backend=loop", ErrInvalidOption, o.LoopDir)
 		}
 		if o.LoopReserve < 0 {
 			return fmt.Errorf("%w: --loop-reserve must not be negative", ErrInvalidOption)
 		}
-	case "lvm":
+	case o.Backend == "lvm":
 		if o.VolumeGroup == "" || strings.ContainsAny(o.VolumeGroup, "/ ") {
 			return fmt.Errorf("%w: --volume-group %q: a volume group name is required with --backend=lvm", ErrInvalidOption, o.VolumeGroup)
 		}

@@ -136,6 +136,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"good", func(*Options) {}, true},
 		{"lvm", func(o *Options) { o.Backend, o.VolumeGroup = "lvm", "vg0" }, true},
 		{"controller needs no state dir", func(o *Options) { o.Mode, o.StateDir = ModeController, "" }, true},
+		{"controller needs no backend", func(o *Options) { o.Mode, o.Backend, o.LoopDir = ModeController, "", "" }, true},
 		{"mode", func(o *Options) { o.Mode = "both" }, false},
 		{"tcp endpoint", func(o *Options) { o.Endpoint = "tcp://0.0.0.0:10000" }, false},
 		{"relative socket", func(o *Options) { o.Endpoint = "unix://csi.sock" }, false},

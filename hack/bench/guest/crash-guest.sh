@@ -8,9 +8,17 @@
 # data checksums, then starts the load. Every later boot is the aftermath
 # of a crash: recover, count, load again, crash again — until CYCLES crashes
 # have been checked. State lives on the volume and is fsynced before load.
+#
+# SPLIT (KiB, 0 = off): the NVMe queue's max_sectors_kb is set to SPLIT and
+# nr_requests to 4, every boot. Buffered writeback then reaches the device
+# as SPLIT-sized commands with at most 4 in flight, the rest waiting in the
+# guest's block layer, so a crash can find an 8 KiB page half accepted by
+# the device and half still queued: a device that guarantees only SPLIT
+# KiB. RWF_ATOMIC writes are split by the atomic limits, never by
+# max_sectors_kb, and reach the device whole.
 set -uo pipefail
 export PATH=/untorn/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C DM_DISABLE_UDEV=1
-ARM=$1 CYCLES=$2 SCALE=$3
+ARM=$1 CYCLES=$2 SCALE=$3 SPLIT=${4:-0}
 VG=crashvg LV=pg MNT=/pgdata DATA=/pgdata/db STATE=/pgdata/crash-state
 SHIM=/untorn/lib/glibc/libuntorn.so
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -101,11 +109,24 @@ after_crash() {
 	REC=$rec BAD=$bad AMC=$amc
 }
 
+split_queue() {
+	local q nvme
+	[ "$SPLIT" != 0 ] || return 0
+	nvme=$(basename "$(readlink -f /dev/atomic0)")
+	q=/sys/block/$nvme/queue
+	echo "$SPLIT" >"$q/max_sectors_kb" && echo 4 >"$q/nr_requests" ||
+		die "cannot set $q/max_sectors_kb=$SPLIT nr_requests=4"
+	# Write back often, so writeback is in progress when the crash comes.
+	echo 100 >/proc/sys/vm/dirty_writeback_centisecs
+	echo 300 >/proc/sys/vm/dirty_expire_centisecs
+}
+
 # --- every boot
+split_queue
 lvm vgchange -q -ay "$VG" >/dev/null 2>&1
 mkdir -p "$MNT"
 if ! mount -t ext4 "/dev/$VG/$LV" "$MNT" 2>/dev/null; then
-	say "first boot: building the volume and the cluster (arm $ARM, scale $SCALE) at $(up)s"
+	say "first boot: building the volume and the cluster (arm $ARM, scale $SCALE, split $SPLIT KiB) at $(up)s"
 	first_boot
 	say "cluster ready at $(up)s"
 	start_pg "$MNT/pg.log" || die "PostgreSQL did not start"
@@ -148,7 +169,7 @@ else
 fi
 
 # --- load, then crash at a random moment with no sync
-CRASH_AFTER=$((20 + RANDOM % 40))
+CRASH_AFTER=$((15 + RANDOM % 30))
 echo "$CRASH_AFTER" >"$MNT/crash-after"
 sync
 pg pgbench -h /run/postgresql -c 4 -j 2 -T 3600 -n postgres >/dev/null 2>&1 &
