@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
-	"strings"
 )
 
 // DriverName is the CSI driver name.
@@ -76,8 +75,11 @@ func (o *Options) Validate() error {
 			return fmt.Errorf("%w: --loop-reserve must not be negative", ErrInvalidOption)
 		}
 	case o.Backend == "lvm":
-		if o.VolumeGroup == "" || strings.ContainsAny(o.VolumeGroup, "/ ") {
-			return fmt.Errorf("%w: --volume-group %q: a volume group name is required with --backend=lvm", ErrInvalidOption, o.VolumeGroup)
+		if o.VolumeGroup == "" {
+			return fmt.Errorf("%w: --volume-group: a volume group name is required with --backend=lvm", ErrInvalidOption)
+		}
+		if err := ValidateVGName(o.VolumeGroup); err != nil {
+			return fmt.Errorf("%w: --volume-group: %v", ErrInvalidOption, err)
 		}
 	default:
 		return fmt.Errorf("%w: --backend %q: accepted: loop, lvm", ErrInvalidOption, o.Backend)

@@ -144,6 +144,8 @@ func TestOptionsValidate(t *testing.T) {
 		{"bad node id", func(o *Options) { o.NodeID = "a/b" }, false},
 		{"backend", func(o *Options) { o.Backend = "zfs" }, false},
 		{"lvm without vg", func(o *Options) { o.Backend = "lvm" }, false},
+		{"lvm vg with a slash", func(o *Options) { o.Backend, o.VolumeGroup = "lvm", "vg/x" }, false},
+		{"lvm vg with a leading hyphen", func(o *Options) { o.Backend, o.VolumeGroup = "lvm", "-vg" }, false},
 		{"relative loop dir", func(o *Options) { o.LoopDir = "loop" }, false},
 		{"metrics address", func(o *Options) { o.MetricsAddress = "9808" }, false},
 		{"metrics ok", func(o *Options) { o.MetricsAddress = ":9808" }, true},
