@@ -116,6 +116,7 @@ split_queue() {
 	q=/sys/block/$nvme/queue
 	echo "$SPLIT" >"$q/max_sectors_kb" && echo 4 >"$q/nr_requests" ||
 		die "cannot set $q/max_sectors_kb=$SPLIT nr_requests=4"
+	say "queue $nvme: max_sectors_kb=$(cat "$q/max_sectors_kb") nr_requests=$(cat "$q/nr_requests") atomic_write_max_bytes=$(cat "$q/atomic_write_max_bytes")"
 	# Write back often, so writeback is in progress when the crash comes.
 	echo 100 >/proc/sys/vm/dirty_writeback_centisecs
 	echo 300 >/proc/sys/vm/dirty_expire_centisecs
@@ -175,6 +176,17 @@ sync
 pg pgbench -h /run/postgresql -c 4 -j 2 -T 3600 -n postgres >/dev/null 2>&1 &
 say "pgbench running; crashing in ${CRASH_AFTER}s (uptime $(up)s)"
 sleep "$CRASH_AFTER"
+# Then crash the moment the disk is busy writing (its queue full when the
+# queue is split), within 10 s: a crash between two writebacks finds
+# nothing half written and would prove nothing.
+nvme=$(basename "$(readlink -f /dev/atomic0)")
+want=1
+[ "$SPLIT" = 0 ] || want=4
+end=$((SECONDS + 10))
+while [ $SECONDS -lt $end ]; do
+	read -r _ w <"/sys/block/$nvme/inflight"
+	[ "$w" -ge $want ] && break
+done
 echo b >/proc/sysrq-trigger
 sleep 60
 die "sysrq b did not reset the guest"
