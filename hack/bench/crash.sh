@@ -7,7 +7,7 @@
 #
 # PostgreSQL 15 with data checksums (initdb -k) runs pgbench on an untorn
 # volume (LVM on a hardware-atomic NVMe disk of hack/vm.sh, ext4 bigalloc as
-# untornctl plans it) inside the guest. At a random moment (15-45 s into
+# untornctl plans it; pg_wal on a second disk) inside the guest. At a random moment (15-45 s into
 # the load, then as soon as the disk has writes in flight, within 10 s)
 # the guest resets itself hard with sysrq 'b': no sync, no clean
 # shutdown, while QEMU keeps running. The guest boots again, PostgreSQL
@@ -24,9 +24,11 @@
 #   frees its queues, so an accepted write completes whole, as a device
 #   with power-loss protection finishes what it acknowledged. `--check-model`
 #   verifies this on every run before counting: 16 writers rewrite 64 KiB
-#   slots with RWF_ATOMIC, the guest resets with writes in flight, and after
-#   the reboot every slot must be empty or whole, and QEMU's own trace must
-#   show every accepted write command completed.
+#   slots with RWF_ATOMIC, 16 more rewrite other slots with plain O_DIRECT
+#   writes, the guest resets with writes in flight, and after the reboot
+#   every atomic slot must be empty or whole, QEMU's own trace must show
+#   every accepted write command completed, and (with --split) some plain
+#   slots must be torn: the model can tear what is not atomic.
 # - Tearing therefore comes from where it comes on real hardware with
 #   atomic writes: an 8 KiB page the kernel wrote back as more than one
 #   device command, of which only some were issued before the crash.
@@ -100,14 +102,14 @@ check_model() {
 	# QEMU's trace goes to a file under the cache (mounted at /vm for QEMU).
 	rm -f "$VM_CACHE/$trace"
 	UNTORN_VM_CPUS=1 UNTORN_VM_QEMU_ARGS="-D /vm/$trace -trace pci_nvme_write -trace pci_nvme_rw_cb -trace pci_nvme_mmio_doorbell_sq -trace pci_nvme_mmio_asqaddr" \
-		"$ROOT/hack/vm.sh" run --disk 4096:65536:size=1G --allow-reset --timeout 3600 -- bench/crash-model.sh >"$log" 2>&1 || {
+		"$ROOT/hack/vm.sh" run --disk 4096:65536:size=1G --allow-reset --timeout 3600 -- bench/crash-model.sh "$SPLIT" >"$log" 2>&1 || {
 		tail -20 "$log"
 		echo "crash: the crash-model run failed" >&2
 		return 1
 	}
 	mv "$VM_CACHE/$trace" "$LOGDIR/$trace"
 	grep '^tear-reset' "$log" | sed 's/^/crash: model: guest: /'
-	grep '^tear-check' "$log" | sed 's/^/crash: model: guest: /'
+	grep '^tear-check\|^plain-check' "$log" | sed 's/^/crash: model: guest: /'
 	# Acknowledged writes (the guest saw them complete) must be on the disk.
 	awk '
 		/^tear-ack / { split($0, f, /[ =]/); acked[f[5]] = f[7] }
@@ -126,6 +128,14 @@ check_model() {
 	# before the rebooted guest enables the controller.
 	model_trace_check "$LOGDIR/$trace" || { echo "crash: MODEL BROKEN: an accepted write did not complete" >&2; return 1; }
 	grep -q '^tear-check .* torn=0 ' "$log" || { echo "crash: MODEL BROKEN: a 64 KiB atomic slot was torn by the reset" >&2; return 1; }
+	# The same reset must tear plain writes when the queue is split, or the
+	# arms without atomic writes could never show a torn page.
+	local ptorn
+	ptorn=$(sed -n 's/^plain-check .* torn=\([0-9]*\) .*/\1/p' "$log")
+	if [ "$SPLIT" != 0 ]; then
+		[ "${ptorn:-0}" -gt 0 ] || { echo "crash: MODEL BROKEN: with --split $SPLIT no plain 64 KiB write was torn; tearing is not observable" >&2; return 1; }
+		echo "crash: model: with the queue split to $SPLIT KiB commands the reset tore $ptorn plain 64 KiB writes and no RWF_ATOMIC one"
+	fi
 	echo "crash: model ok: accepted writes complete across the guest reset; no slot torn; no acknowledged write lost"
 }
 
@@ -133,7 +143,7 @@ run_arm() { # run_arm ARM -> appends to RESULTS
 	local arm=$1 log=$LOGDIR/$1-$STAMP.log
 	echo "crash: arm $arm, $CYCLES cycles, pgbench scale $SCALE, split ${SPLIT} KiB (log: $log)"
 	set +e
-	"$ROOT/hack/vm.sh" run --disk 4096:65536:size=8G --mem 2G --allow-reset \
+	"$ROOT/hack/vm.sh" run --disk 4096:65536:size=8G --disk 4096:65536:size=2G --mem 2G --allow-reset \
 		--timeout $((PER_CYCLE * (CYCLES + 1))) -- bench/crash-guest.sh "$arm" "$CYCLES" "$SCALE" "$SPLIT" 2>&1 |
 		tee "$log" | grep --line-buffered -E '^crash: |^vm: '
 	set -e

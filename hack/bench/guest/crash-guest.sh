@@ -4,8 +4,9 @@
 # completed). Usage: crash-guest.sh ARM CYCLES SCALE
 #
 # Boot 1 builds the volume (LVM on /dev/atomic0, ext4 bigalloc as
-# untornctl plans it for an 8 KiB unit) and a PostgreSQL 15 cluster with
-# data checksums, then starts the load. Every later boot is the aftermath
+# untornctl plans it for an 8 KiB unit), a plain ext4 WAL volume on
+# /dev/atomic1, and a PostgreSQL 15 cluster with data checksums, then
+# starts the load. Every later boot is the aftermath
 # of a crash: recover, count, load again, crash again — until CYCLES crashes
 # have been checked. State lives on the volume and is fsynced before load.
 #
@@ -20,6 +21,10 @@ set -uo pipefail
 export PATH=/untorn/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C DM_DISABLE_UDEV=1
 ARM=$1 CYCLES=$2 SCALE=$3 SPLIT=${4:-0}
 VG=crashvg LV=pg MNT=/pgdata DATA=/pgdata/db STATE=/pgdata/crash-state
+# The WAL lives on a second disk (as the example StatefulSet puts pg_wal on
+# its own volume): the data disk then carries relation pages, and a crash
+# while it is busy writing is a crash in the middle of page writeback.
+WALDEV=/dev/atomic1 WALMNT=/pgwal
 SHIM=/untorn/lib/glibc/libuntorn.so
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "crash: $*"; }
@@ -58,9 +63,12 @@ first_boot() {
 	mkdir -p "$MNT"
 	mount -t ext4 ${mopts:+-o "$mopts"} "/dev/$VG/$LV" "$MNT" || die "mount failed"
 	untornctl verify "$MNT" --unit 8Ki >/dev/null || die "the volume gives no 8 KiB atomic writes"
-	mkdir -p "$MNT/shim-stats"
-	chown postgres: "$MNT" "$MNT/shim-stats"
-	pg initdb -k -D "$DATA" -E UTF8 --locale=C >/dev/null || die "initdb failed"
+	mkdir -p "$MNT/shim-stats" "$WALMNT"
+	mkfs.ext4 -q -F "$WALDEV" && mount -t ext4 "$WALDEV" "$WALMNT" || die "WAL volume setup failed"
+	chown postgres: "$MNT" "$MNT/shim-stats" "$WALMNT"
+	# pg_wal by name, so the shim's default UNTORN_EXCLUDE (*/pg_wal/*)
+	# leaves the WAL alone as it does in the data directory.
+	pg initdb -k -D "$DATA" -X "$WALMNT/pg_wal" -E UTF8 --locale=C >/dev/null || die "initdb failed"
 	# Small shared_buffers and frequent checkpoints: many page writes, and
 	# the crash finds many dirty pages in the page cache.
 	cat >>"$DATA/postgresql.conf" <<-EOF
@@ -125,7 +133,8 @@ split_queue() {
 # --- every boot
 split_queue
 lvm vgchange -q -ay "$VG" >/dev/null 2>&1
-mkdir -p "$MNT"
+mkdir -p "$MNT" "$WALMNT"
+mount -t ext4 "$WALDEV" "$WALMNT" 2>/dev/null || true # not yet on the first boot
 if ! mount -t ext4 "/dev/$VG/$LV" "$MNT" 2>/dev/null; then
 	say "first boot: building the volume and the cluster (arm $ARM, scale $SCALE, split $SPLIT KiB) at $(up)s"
 	first_boot

@@ -14,8 +14,8 @@ import (
 const usage = `usage:
   vmtool statx PATH [--json]
   vmtool write PATH SIZE@OFFSET...
-  vmtool tear-write DEVICE --slot BYTES --slots N --writers N --reset-after DURATION [--plain]
-  vmtool tear-check DEVICE --slot BYTES --slots N
+  vmtool tear-write DEVICE --slot BYTES --slots N [--first SLOT] --writers N --reset-after DURATION [--plain] [--prefix P]
+  vmtool tear-check DEVICE --slot BYTES --slots N [--first SLOT] [--prefix P]
   vmtool mbr DEVICE START:SIZE...        (512-byte sectors)
   vmtool jget KEY... < JSON
   vmtool jsum KEY < JSON-LINES

@@ -21,24 +21,28 @@ const (
 )
 
 type tearFlags struct {
-	slot, slots, writers int
-	resetAfter           time.Duration
-	plain                bool
+	slot, slots, writers, first int
+	resetAfter                  time.Duration
+	plain                       bool
+	prefix                      string
 }
 
 func parseTearFlags(name string, args []string) (tearFlags, error) {
 	var f tearFlags
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.IntVar(&f.slot, "slot", 65536, "slot size in bytes (the atomic unit)")
-	fs.IntVar(&f.slots, "slots", 1024, "number of slots from offset 0")
+	fs.IntVar(&f.slots, "slots", 1024, "number of slots")
+	fs.IntVar(&f.first, "first", 0, "first slot (slots first..first+slots-1)")
+	fs.StringVar(&f.prefix, "prefix", "tear", "prefix of the output lines (tear-ack, tear-slot, ...)")
 	fs.IntVar(&f.writers, "writers", 16, "concurrent writers (writes in flight)")
 	fs.DurationVar(&f.resetAfter, "reset-after", 3*time.Second, "reset the machine after this long")
 	fs.BoolVar(&f.plain, "plain", false, "write without RWF_ATOMIC")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
-	if f.slot < sectorSize || f.slot%sectorSize != 0 || f.slots < 1 || f.writers < 1 || f.writers > f.slots {
-		return f, fmt.Errorf("bad geometry: --slot %d --slots %d --writers %d", f.slot, f.slots, f.writers)
+	if f.slot < sectorSize || f.slot%sectorSize != 0 || f.slots < 1 || f.first < 0 || f.writers < 1 ||
+		(name == "tear-write" && f.writers > f.slots) {
+		return f, fmt.Errorf("bad geometry: --slot %d --slots %d --first %d --writers %d", f.slot, f.slots, f.first, f.writers)
 	}
 	return f, nil
 }
@@ -85,9 +89,9 @@ func cmdTearWrite(dev string, args []string) error {
 		go func(w int) {
 			defer wg.Done()
 			buf := alignedBuf(f.slot)
-			for slot := w; ; slot += f.writers {
-				if slot >= f.slots {
-					slot = w
+			for slot := f.first + w; ; slot += f.writers {
+				if slot >= f.first+f.slots {
+					slot = f.first + w
 				}
 				s := uint64(seq.Add(1))
 				fillSlot(buf, s, slot)
@@ -116,7 +120,7 @@ func cmdTearWrite(dev string, args []string) error {
 		}
 		for w := range acks {
 			if a := acks[w].Load(); a != nil {
-				fmt.Printf("tear-ack writer=%d slot=%d seq=%d\n", w, a.slot, a.seq)
+				fmt.Printf("%s-ack writer=%d slot=%d seq=%d\n", f.prefix, w, a.slot, a.seq)
 			}
 		}
 	}
@@ -125,7 +129,7 @@ func cmdTearWrite(dev string, args []string) error {
 	for end := time.Now().Add(10 * time.Second); inflight.Load() < int64(f.writers/2) && time.Now().Before(end); {
 		time.Sleep(100 * time.Microsecond)
 	}
-	fmt.Printf("tear-reset submitted=%d inflight=%d\n", seq.Load(), inflight.Load())
+	fmt.Printf("%s-reset submitted=%d inflight=%d\n", f.prefix, seq.Load(), inflight.Load())
 	if _, err := sysrq.Write([]byte("b")); err != nil {
 		return err
 	}
@@ -150,7 +154,7 @@ func cmdTearCheck(dev string, args []string) error {
 	buf := alignedBuf(f.slot)
 	var empty, whole, torn int
 	var maxSeq uint64
-	for slot := 0; slot < f.slots; slot++ {
+	for slot := f.first; slot < f.first+f.slots; slot++ {
 		if _, err := unix.Pread(fd, buf, int64(slot)*int64(f.slot)); err != nil {
 			return &os.PathError{Op: "pread", Path: dev, Err: err}
 		}
@@ -179,13 +183,13 @@ func cmdTearCheck(dev string, args []string) error {
 			whole++
 			for q := range seqs {
 				maxSeq = max(maxSeq, q)
-				fmt.Printf("tear-slot slot=%d seq=%d\n", slot, q)
+				fmt.Printf("%s-slot slot=%d seq=%d\n", f.prefix, slot, q)
 			}
 		default:
 			torn++
-			fmt.Printf("tear-torn slot=%d empty-sectors=%d writes=%v\n", slot, zero, seqs)
+			fmt.Printf("%s-torn slot=%d empty-sectors=%d writes=%v\n", f.prefix, slot, zero, seqs)
 		}
 	}
-	fmt.Printf("tear-check slots=%d empty=%d whole=%d torn=%d maxseq=%d\n", f.slots, empty, whole, torn, maxSeq)
+	fmt.Printf("%s-check slots=%d empty=%d whole=%d torn=%d maxseq=%d\n", f.prefix, f.slots, empty, whole, torn, maxSeq)
 	return nil
 }
