@@ -62,14 +62,16 @@ func TestNodeDaemonSet(t *testing.T) {
 	if m := mount(plugin, "/var/lib/kubelet"); m == nil || m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationBidirectional {
 		t.Errorf("kubelet dir mount %+v, want Bidirectional propagation", m)
 	}
-	for _, p := range []string{"/dev", "/sys", "/csi"} {
+	// the default backend is LVM: the host's LVM locks, records and devices file
+	for _, p := range []string{"/dev", "/sys", "/csi", "/run/lvm", "/run/lock/lvm", "/etc/lvm/devices"} {
 		if mount(plugin, p) == nil {
 			t.Errorf("plugin container does not mount %s", p)
 		}
 	}
 	// Host paths behind the mounts.
 	for name, path := range map[string]string{"kubelet-dir": "/var/lib/kubelet", "dev": "/dev", "sys": "/sys",
-		"plugin-dir": "/var/lib/kubelet/plugins/untorn.csi.dev", "registration-dir": "/var/lib/kubelet/plugins_registry"} {
+		"plugin-dir": "/var/lib/kubelet/plugins/untorn.csi.dev", "registration-dir": "/var/lib/kubelet/plugins_registry",
+		"run-lvm": "/run/lvm", "run-lock-lvm": "/run/lock/lvm", "lvm-devices": "/etc/lvm/devices"} {
 		v := volume(spec, name)
 		if v == nil || v.HostPath == nil || v.HostPath.Path != path {
 			t.Errorf("volume %s = %+v, want hostPath %s", name, v, path)
