@@ -56,6 +56,7 @@ type Backend interface {
 	// Attach makes the volume's block device present (a loop device is
 	// re-attached after a restart or reboot) and returns its path.
 	Attach(ctx context.Context, id string) (string, error)
-	// SetMeta replaces stored metadata keys (e.g. verified atomic limits).
+	// SetMeta replaces stored metadata keys (e.g. verified atomic limits);
+	// an empty value removes the key.
 	SetMeta(ctx context.Context, id string, meta map[string]string) error
 }

@@ -226,15 +226,19 @@ func (b *LVMBackend) SetMeta(ctx context.Context, id string, meta map[string]str
 	}
 	var args []string
 	for _, k := range slices.Sorted(maps.Keys(meta)) {
-		if old, ok := lv.meta[k]; ok && old == meta[k] {
+		old, ok := lv.meta[k]
+		if ok && old == meta[k] || !ok && meta[k] == "" {
 			continue
+		}
+		for _, t := range lv.tagsFor[k] {
+			args = append(args, "--deltag", t)
+		}
+		if meta[k] == "" {
+			continue // an empty value removes the key
 		}
 		add, err := encodeMetaTag(k, meta[k])
 		if err != nil {
 			return err
-		}
-		for _, t := range lv.tagsFor[k] {
-			args = append(args, "--deltag", t)
 		}
 		args = append(args, "--addtag", add)
 	}

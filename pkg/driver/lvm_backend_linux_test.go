@@ -98,6 +98,13 @@ func TestLVMBackendRealLVM(t *testing.T) {
 	if v, err := b.Get(ctx, id1); err != nil || !maps.Equal(v.Meta, want) {
 		t.Errorf("after SetMeta Get = %+v, %v; want meta %v", v, err, want)
 	}
+	if err := b.SetMeta(ctx, id1, map[string]string{"unitMax": ""}); err != nil {
+		t.Fatalf("SetMeta removing a key: %v", err)
+	}
+	delete(want, "unitMax")
+	if v, err := b.Get(ctx, id1); err != nil || !maps.Equal(v.Meta, want) {
+		t.Errorf("after removing unitMax Get = %+v, %v; want meta %v", v, err, want)
+	}
 
 	if v, err := b.Expand(ctx, id1, 16<<20); err != nil || v.SizeBytes != 16<<20 {
 		t.Errorf("Expand = %+v, %v; want 16 MiB", v, err)

@@ -443,6 +443,13 @@ func TestLVMSetMeta(t *testing.T) {
 		{name: "unchanged runs nothing", meta: map[string]string{"name": "pvc-1"}, steps: []lvmStep{
 			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
 		}},
+		{name: "an empty value removes the key", meta: map[string]string{"fsType": ""}, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
+			{argv: []string{"lvchange", "--deltag", "untorn.m.MZZVI6LQMU.PBTHG", "vg0/" + lvmID1}, rec: "lvchange-tags"},
+		}},
+		{name: "removing an absent key runs nothing", meta: map[string]string{"verifyFailed": ""}, steps: []lvmStep{
+			{argv: lvmLvsArgs("vg0/" + lvmID1), rec: "lvs-one"},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
