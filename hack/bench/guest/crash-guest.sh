@@ -82,7 +82,11 @@ first_boot() {
 		wal_writer_delay = 50ms
 	EOF
 	start_pg "$MNT/pg.log" || die "PostgreSQL did not start"
-	pg pgbench -h /run/postgresql -i -q -s "$SCALE" postgres >/dev/null 2>&1 || die "pgbench -i failed"
+	if ! pg pgbench -h /run/postgresql -i -q -s "$SCALE" postgres >/tmp/pgbench-init.out 2>&1; then
+		tail -n 5 /tmp/pgbench-init.out "$MNT/pg.log" | sed 's/^/crash:   /'
+		[ -z "$SHIM_ENV" ] || cat "$MNT"/shim-stats/* 2>/dev/null | tail -3 | sed 's/^/crash:   /'
+		die "pgbench -i failed"
+	fi
 	pg pg_ctl -D "$DATA" -m fast -w stop >/dev/null
 	echo "cycle=0 torn=0 recovered=0" >"$STATE"
 	sync
@@ -110,7 +114,7 @@ after_crash() {
 			fi
 		fi
 	else
-		tail -5 "$MNT/pg.log" | sed 's/^/crash:   /'
+		tail -n 5 "$MNT/pg.log" | sed 's/^/crash:   /'
 	fi
 	say "cycle=$cycle arm=$ARM crash_after=${CRASH_AFTER:-?}s recovery=$rec recovery_s=$took checksum_failures=$bad amcheck=$amc"
 	echo "CRASH_RESULT arm=$ARM cycle=$cycle recovered=$rec checksum_failures=$bad amcheck=$amc"

@@ -113,6 +113,9 @@ func TestModes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := os.MkdirAll(filepath.Join(capped, "wal/pg_wal"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	lib := filepath.Join(out, "glibc/libuntorn.so")
 	prog := filepath.Join(out, "tests/patterns")
 	tests := []struct {
@@ -166,6 +169,13 @@ func TestModes(t *testing.T) {
 		{"unit-out-of-range-strict-fails", capped, unit, []string{"UNTORN_UNIT=8192", "UNTORN_MODE=strict"}, true, func(t *testing.T, st Stats, _ uint64) {
 			if st.StrictFailures == 0 || st.AtomicWrites != 0 {
 				t.Errorf("strict: strict_failures %d atomic_writes %d", st.StrictFailures, st.AtomicWrites)
+			}
+		}},
+		// pg_wal on a volume without the unit: excluded, so strict mode
+		// leaves it alone instead of failing the WAL writes
+		{"excluded-strict-on-capped-passes", filepath.Join(capped, "wal/pg_wal"), unit, []string{"UNTORN_UNIT=8192", "UNTORN_MODE=strict"}, false, func(t *testing.T, st Stats, qual uint64) {
+			if st.StrictFailures != 0 || st.AtomicWrites != 0 || st.Passthrough["excluded"] != qual {
+				t.Errorf("strict_failures %d atomic_writes %d excluded %d want %d", st.StrictFailures, st.AtomicWrites, st.Passthrough["excluded"], qual)
 			}
 		}},
 		{"strict-atomic", xfs, unit, []string{"UNTORN_UNIT=8192", "UNTORN_MODE=strict"}, false, func(t *testing.T, st Stats, qual uint64) {

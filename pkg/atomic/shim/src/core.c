@@ -215,6 +215,20 @@ static uint32_t classify(int fd, struct ut_fd *e)
 	if ((fl & O_ACCMODE) == O_RDONLY)
 		return UT_FD_NO;
 	e->direct = (fl & O_DIRECT) != 0;
+	/* The path filter comes before the filesystem's limits: an excluded
+	 * file (PostgreSQL's WAL on a volume of its own, say) is left alone
+	 * whatever its filesystem offers, and strict mode never fails it. */
+	if (ut_cfg.include[0] || ut_cfg.exclude[0]) {
+		char link[64], path[4096];
+		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+		ssize_t n = readlink(link, path, sizeof path - 1);
+		path[n > 0 ? n : 0] = 0;
+		e->reason = UT_R_EXCLUDED;
+		if (ut_cfg.include[0] && !glob_match(ut_cfg.include, path))
+			return UT_FD_NO;
+		if (ut_cfg.exclude[0] && glob_match(ut_cfg.exclude, path))
+			return UT_FD_NO;
+	}
 	e->reason = UT_R_NOT_ATOMIC;
 	if (ut_statx(fd, &sx) != 0 || !(sx.mask & UT_STATX_WRITE_ATOMIC) ||
 	    !(sx.attributes & UT_STATX_ATTR_WRITE_ATOMIC) || sx.awu_min == 0)
@@ -230,17 +244,6 @@ static uint32_t classify(int fd, struct ut_fd *e)
 	if (unit < sx.awu_min || unit > sx.awu_max || (unit & (unit - 1)))
 		return UT_FD_NO;
 	e->mem_align = (sx.mask & 0x2000U) && sx.dio_mem_align ? sx.dio_mem_align : 4096;
-	if (ut_cfg.include[0] || ut_cfg.exclude[0]) {
-		char link[64], path[4096];
-		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-		ssize_t n = readlink(link, path, sizeof path - 1);
-		path[n > 0 ? n : 0] = 0;
-		e->reason = UT_R_EXCLUDED;
-		if (ut_cfg.include[0] && !glob_match(ut_cfg.include, path))
-			return UT_FD_NO;
-		if (ut_cfg.exclude[0] && glob_match(ut_cfg.exclude, path))
-			return UT_FD_NO;
-	}
 	return UT_FD_YES;
 }
 
