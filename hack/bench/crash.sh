@@ -6,11 +6,11 @@
 #                       [--skip-model-check]
 #
 # PostgreSQL 15 with data checksums (initdb -k) runs pgbench on an untorn
-# volume (LVM on a hardware-atomic NVMe disk of hack/vm.sh, ext4 bigalloc as
-# untornctl plans it; pg_wal on a second disk) inside the guest. At a random moment (15-45 s into
-# the load, then as soon as the disk has writes in flight, within 10 s)
-# the guest resets itself hard with sysrq 'b': no sync, no clean
-# shutdown, while QEMU keeps running. The guest boots again, PostgreSQL
+# volume (LVM on a hardware-atomic NVMe disk of hack/vm.sh, ext4 bigalloc
+# as untornctl plans it; pg_wal on a second disk) inside the guest. At a
+# random moment (10-30 s into the load, then as soon as the data disk has
+# writes in flight, within 10 s) the guest resets itself hard with sysrq
+# 'b': no sync, no clean shutdown, while QEMU keeps running. The guest boots again, PostgreSQL
 # recovers, `pg_checksums --check` (server stopped) counts pages with
 # checksum failures and `pg_amcheck --all` checks the restarted server.
 # Arms: stock (full_page_writes=on), fpw-off (full_page_writes=off),

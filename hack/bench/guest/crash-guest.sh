@@ -183,7 +183,7 @@ else
 fi
 
 # --- load, then crash at a random moment with no sync
-CRASH_AFTER=$((15 + RANDOM % 30))
+CRASH_AFTER=$((10 + RANDOM % 21))
 echo "$CRASH_AFTER" >"$MNT/crash-after"
 sync
 pg pgbench -h /run/postgresql -c 4 -j 2 -T 3600 -n postgres >/dev/null 2>&1 &
