@@ -48,8 +48,12 @@
 # The last line is machine-readable:
 #   cycles=<n> torn_stock=<a> torn_fpw_off=<b> torn_untorn=<c> recovered=<r>
 # (torn_* are pages with checksum failures summed over that arm's cycles;
-# "-" for an arm that did not run.) Exit status: 0 when every recovery
-# succeeded and the untorn arm, if run, had no checksum failure.
+# "-" for an arm that did not run.) A recovery that fails is reported with
+# PostgreSQL's error; the guest then counts the pages with bad checksums
+# (after pg_resetwal, as pg_checksums wants a cleanly stopped cluster),
+# rebuilds the cluster and goes on. Exit status: 0 when every recovery of
+# the stock and untorn arms succeeded, the untorn arm, if run, had no
+# checksum failure and its shim counters show atomic writes.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VM_CACHE=${UNTORN_CACHE:-/var/cache/untorn}/vm
@@ -165,7 +169,10 @@ for arm in "${ARMS[@]}"; do
 	echo "crash: arm $arm: cycles=$n recovered=$r pages_with_checksum_failures=$t amcheck_failures=$a"
 	TORN[$arm]=$t
 	total=$((total + n)) recovered=$((recovered + r))
-	[ "$r" -eq "$n" ] || failed=1
+	# Without full-page writes or the shim a torn page can stop recovery:
+	# that is what the fpw-off arm is there to show, not a failure of the
+	# test (the guest counts the bad pages and rebuilds the cluster).
+	[ "$r" -eq "$n" ] || [ "$arm" = fpw-off ] || failed=1
 	[ "$n" -eq "$CYCLES" ] || { echo "crash: arm $arm finished $n of $CYCLES cycles" >&2; failed=1; }
 	if [ "$arm" = untorn ] && { [ "$t" -ne 0 ] || [ "$a" -ne 0 ]; }; then failed=1; fi
 	if [ "$arm" = untorn ]; then

@@ -66,6 +66,13 @@ first_boot() {
 	mkdir -p "$MNT/shim-stats" "$WALMNT"
 	mkfs.ext4 -q -F "$WALDEV" && mount -t ext4 "$WALDEV" "$WALMNT" || die "WAL volume setup failed"
 	chown postgres: "$MNT" "$MNT/shim-stats" "$WALMNT"
+	make_cluster
+	echo "cycle=0 torn=0 recovered=0" >"$STATE"
+	sync
+}
+
+# make_cluster: a new PostgreSQL cluster with the pgbench tables, stopped.
+make_cluster() {
 	# pg_wal by name, so the shim's default UNTORN_EXCLUDE (*/pg_wal/*)
 	# leaves the WAL alone as it does in the data directory.
 	pg initdb -k -D "$DATA" -X "$WALMNT/pg_wal" -E UTF8 --locale=C >/dev/null || die "initdb failed"
@@ -88,8 +95,6 @@ first_boot() {
 		die "pgbench -i failed"
 	fi
 	pg pg_ctl -D "$DATA" -m fast -w stop >/dev/null
-	echo "cycle=0 torn=0 recovered=0" >"$STATE"
-	sync
 }
 
 after_crash() {
@@ -114,7 +119,14 @@ after_crash() {
 			fi
 		fi
 	else
-		tail -n 5 "$MNT/pg.log" | sed 's/^/crash:   /'
+		grep -E 'PANIC|FATAL|ERROR' "$MNT/pg.log" | tail -n 3 | sed 's/^/crash:   /'
+		# What made recovery fail: pages whose checksum is wrong. The
+		# cluster is rebuilt afterwards, so its control file may be reset
+		# to let pg_checksums (which wants a clean shutdown) read it.
+		pg pg_resetwal -f -D "$DATA" >/dev/null 2>&1
+		bad=$(pg pg_checksums --check -D "$DATA" 2>&1 | sed -n 's/^Bad checksums: *//p')
+		bad=${bad:-0}
+		pg pg_checksums --check -D "$DATA" 2>&1 | grep -i 'checksum verification failed' | head -5 | sed 's/^/crash:   /'
 	fi
 	say "cycle=$cycle arm=$ARM crash_after=${CRASH_AFTER:-?}s recovery=$rec recovery_s=$took checksum_failures=$bad amcheck=$amc"
 	echo "CRASH_RESULT arm=$ARM cycle=$cycle recovered=$rec checksum_failures=$bad amcheck=$amc"
@@ -152,13 +164,21 @@ else
 	after_crash "$cycle"
 	[ "$REC" = yes ] && recovered=$((recovered + 1))
 	[ "$BAD" -gt 0 ] 2>/dev/null && torn=$((torn + BAD))
+	if [ "$REC" != yes ]; then
+		# A cluster that cannot recover is lost; the next cycles need one.
+		say "recovery failed: rebuilding the cluster"
+		rm -rf "$DATA" "$WALMNT/pg_wal"
+		make_cluster
+		start_pg "$MNT/pg.log" || die "PostgreSQL did not start after the rebuild"
+		REC=rebuilt
+	fi
 	if [ "$(pg psql -h /run/postgresql -Atc 'select 1' postgres 2>/dev/null)" != 1 ]; then
 		say "cycle $cycle left the cluster unusable; stopping"
 		echo "cycle=$cycle torn=$torn recovered=$recovered" >"$STATE"
 		sync
 		exit 0
 	fi
-	if [ "$BAD" != 0 ] || [ "$AMC" != ok ]; then
+	if [ "$REC" = yes ] && { [ "$BAD" != 0 ] || [ "$AMC" != ok ]; }; then
 		# A damaged page would be counted again by every later cycle.
 		say "re-creating the pgbench tables after damage"
 		pg pgbench -h /run/postgresql -i -q -s "$SCALE" postgres >/dev/null 2>&1
