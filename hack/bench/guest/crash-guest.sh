@@ -119,7 +119,7 @@ after_crash() {
 			fi
 		fi
 	else
-		grep -E 'PANIC|FATAL|ERROR' "$MNT/pg.log" | tail -n 3 | sed 's/^/crash:   /'
+		grep -aE 'PANIC|FATAL|ERROR' "$MNT/pg.log" | tail -n 3 | sed 's/^/crash:   /'
 		# What made recovery fail: pages whose checksum is wrong. The
 		# cluster is rebuilt afterwards, so its control file may be reset
 		# to let pg_checksums (which wants a clean shutdown) read it.
