@@ -98,7 +98,8 @@ make_cluster() {
 }
 
 after_crash() {
-	local cycle=$1 t0 rec=no bad amc
+	local cycle=$1 t0 rec=no bad amc seen
+	seen=$(wc -l <"$MNT/pg.log" 2>/dev/null || echo 0)
 	t0=$(up)
 	if start_pg "$MNT/pg.log"; then rec=yes; fi
 	local took
@@ -119,7 +120,7 @@ after_crash() {
 			fi
 		fi
 	else
-		grep -aE 'PANIC|FATAL|ERROR' "$MNT/pg.log" | tail -n 3 | sed 's/^/crash:   /'
+		tail -n +$((seen + 1)) "$MNT/pg.log" | grep -aE 'PANIC|FATAL|ERROR' | tail -n 3 | sed 's/^/crash:   /'
 		# What made recovery fail: pages whose checksum is wrong. The
 		# cluster is rebuilt afterwards, so its control file may be reset
 		# to let pg_checksums (which wants a clean shutdown) read it.
