@@ -99,7 +99,7 @@ make_cluster() {
 
 after_crash() {
 	local cycle=$1 t0 rec=no bad amc seen
-	seen=$(wc -l <"$MNT/pg.log" 2>/dev/null || echo 0)
+	seen=$(wc -l 2>/dev/null <"$MNT/pg.log" || echo 0)
 	t0=$(up)
 	if start_pg "$MNT/pg.log"; then rec=yes; fi
 	local took
