@@ -27,8 +27,9 @@ for s in "${stages[@]}"; do
 	name=$(basename "$s" .sh)
 	echo "=== stage $name"
 	t0=$(date +%s)
-	if ! "$s"; then
-		rc=$?
+	rc=0
+	"$s" || rc=$?
+	if [ $rc -ne 0 ]; then
 		echo "=== stage $name FAILED (exit $rc) after $(($(date +%s) - t0))s"
 		printf '%s\n' "${summary[@]}"
 		exit 1

@@ -3,7 +3,7 @@
 # First boot: rewrite 64 KiB slots of /dev/atomic0 from 16 writers with
 # RWF_ATOMIC (slots 0-1023) and, beside them, from 16 writers with plain
 # O_DIRECT writes (slots 1024-2047), and reset the machine (sysrq b) with
-# writes in flight. Second boot (QEMU kept running): classify every slot —
+# writes in flight (the plain writers trigger it). Second boot (QEMU kept running): classify every slot —
 # empty, whole or torn. With SPLIT (KiB) the NVMe queue is capped as the
 # crash test caps it (max_sectors_kb=SPLIT, nr_requests=4) on both boots:
 # the plain writes then reach the device in pieces and must be seen torn,
@@ -22,8 +22,10 @@ vmtool tear-check /dev/atomic0 $GEOM >/tmp/check.out
 vmtool tear-check /dev/atomic0 $GEOM --first 1024 --prefix plain >/tmp/plain.out
 if grep -q 'whole=0 ' /tmp/check.out && grep -q 'torn=0 ' /tmp/check.out; then
 	echo "crash-model: first boot, writing"
-	vmtool tear-write /dev/atomic0 $GEOM --first 1024 --prefix plain --plain --writers 16 --reset-after 1h &
-	vmtool tear-write /dev/atomic0 $GEOM --writers 16 --reset-after 8s
+	# The plain writers reset the machine (with at least half of them in
+	# flight, so plain writes are cut mid-way); the atomic ones write on.
+	vmtool tear-write /dev/atomic0 $GEOM --writers 16 --reset-after 1h &
+	vmtool tear-write /dev/atomic0 $GEOM --first 1024 --prefix plain --plain --writers 16 --reset-after 8s
 	exit 1 # not reached: tear-write resets the machine
 fi
 echo "crash-model: second boot, checking"
