@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/untorn/untorn/internal/testutil"
 )
 
 func TestValidate(t *testing.T) {
@@ -74,20 +76,6 @@ func shortDir(t *testing.T) string {
 	return d
 }
 
-func waitForFile(t *testing.T, p string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(p); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not appear", p)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func registrationClient(t *testing.T, sock string) registerapi.RegistrationClient {
 	t.Helper()
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -137,7 +125,7 @@ func TestRegistration(t *testing.T) {
 				t.Fatalf("registration socket exists before the driver answers (stat: %v)", err)
 			}
 			serveDriver(t, o.csiAddress, "untorn.csi.dev")
-			waitForFile(t, regSock)
+			testutil.WaitForFile(t, regSock, 20*time.Second)
 
 			c := registrationClient(t, regSock)
 			// the socket file exists from bind(), a moment before listen()

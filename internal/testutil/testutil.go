@@ -110,3 +110,19 @@ func Tmpfs(t testing.TB) string {
 	RequireRoot(t)
 	return Mount(t, "tmpfs", "tmpfs", "size=64m")
 }
+
+// WaitForFile waits up to timeout for path to exist (a server's socket,
+// say) and fails the test when it does not.
+func WaitForFile(t testing.TB, path string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not appear within %s", path, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

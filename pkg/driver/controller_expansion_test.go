@@ -2,7 +2,6 @@ package driver
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +14,8 @@ import (
 	"google.golang.org/grpc/status"
 	mount "k8s.io/mount-utils"
 	testingexec "k8s.io/utils/exec/testing"
+
+	"github.com/untorn/untorn/internal/testutil"
 )
 
 // startExpansionController runs the driver as the chart's controller
@@ -32,15 +33,7 @@ func startExpansionController(t *testing.T) *grpc.ClientConn {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("socket %s did not appear", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitForFile(t, sock, 5*time.Second)
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

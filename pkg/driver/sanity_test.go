@@ -58,15 +58,7 @@ func startDriver(t *testing.T, nodeID string) (endpoint, dir string) {
 		releaseAll(t, dir)
 	})
 	sock := filepath.Join(dir, "csi.sock")
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("driver socket %s did not appear", sock)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.WaitForFile(t, sock, 5*time.Second)
 	return endpoint, dir
 }
 
