@@ -20,13 +20,13 @@ const (
 	defaultVolumeSize = 1 << 30
 )
 
-// minVolumeSize is the smallest volume each filesystem can be made on
-// (mkfs.xfs refuses below 300 MiB).
 // expansionGranularity is what an expansion-only controller rounds a new
 // size up to, not knowing the volume's own granularity; the node rounds
 // further when its backend needs it.
 const expansionGranularity = 1 << 20
 
+// minVolumeSize is the smallest volume each filesystem can be made on
+// (mkfs.xfs refuses below 300 MiB).
 func minVolumeSize(fs untorn.FSType) int64 {
 	if fs == untorn.FSXFS {
 		return 300 << 20
