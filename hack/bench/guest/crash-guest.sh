@@ -26,6 +26,7 @@ VG=crashvg LV=pg MNT=/pgdata DATA=/pgdata/db STATE=/pgdata/crash-state
 # while it is busy writing is a crash in the middle of page writeback.
 WALDEV=/dev/atomic1 WALMNT=/pgwal
 SHIM=/untorn/lib/glibc/libuntorn.so
+. "$(dirname "$0")/split-queue.sh"
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "crash: $*"; }
 pg() { runuser -u postgres -- "$@"; }
@@ -97,6 +98,16 @@ make_cluster() {
 	pg pg_ctl -D "$DATA" -m fast -w stop >/dev/null
 }
 
+# count_bad: pg_checksums --check on the stopped cluster, once; prints the
+# first failures and sets bad to the number of bad pages.
+count_bad() {
+	local out
+	out=$(pg pg_checksums --check -D "$DATA" 2>&1)
+	grep -i 'checksum verification failed' <<<"$out" | head -5 | sed 's/^/crash:   /'
+	bad=$(sed -n 's/^Bad checksums: *//p' <<<"$out")
+	bad=${bad:-0}
+}
+
 after_crash() {
 	local cycle=$1 t0 rec=no bad amc seen
 	seen=$(wc -l 2>/dev/null <"$MNT/pg.log" || echo 0)
@@ -107,9 +118,7 @@ after_crash() {
 	bad=-1 amc=skipped
 	if [ $rec = yes ]; then
 		pg pg_ctl -D "$DATA" -m fast -w stop >/dev/null
-		bad=$(pg pg_checksums --check -D "$DATA" 2>&1 | sed -n 's/^Bad checksums: *//p')
-		bad=${bad:-0}
-		pg pg_checksums --check -D "$DATA" 2>&1 | grep -i 'checksum verification failed' | head -5 | sed 's/^/crash:   /'
+		count_bad
 		start_pg "$MNT/pg.log" || rec=no
 		if [ $rec = yes ]; then
 			if pg pg_amcheck -h /run/postgresql --all --install-missing >/tmp/amcheck.out 2>&1; then
@@ -125,30 +134,20 @@ after_crash() {
 		# cluster is rebuilt afterwards, so its control file may be reset
 		# to let pg_checksums (which wants a clean shutdown) read it.
 		pg pg_resetwal -f -D "$DATA" >/dev/null 2>&1
-		bad=$(pg pg_checksums --check -D "$DATA" 2>&1 | sed -n 's/^Bad checksums: *//p')
-		bad=${bad:-0}
-		pg pg_checksums --check -D "$DATA" 2>&1 | grep -i 'checksum verification failed' | head -5 | sed 's/^/crash:   /'
+		count_bad
 	fi
 	say "cycle=$cycle arm=$ARM crash_after=${CRASH_AFTER:-?}s recovery=$rec recovery_s=$took checksum_failures=$bad amcheck=$amc"
 	echo "CRASH_RESULT arm=$ARM cycle=$cycle recovered=$rec checksum_failures=$bad amcheck=$amc"
 	REC=$rec BAD=$bad AMC=$amc
 }
 
-split_queue() {
-	local q nvme
-	[ "$SPLIT" != 0 ] || return 0
-	nvme=$(basename "$(readlink -f /dev/atomic0)")
-	q=/sys/block/$nvme/queue
-	echo "$SPLIT" >"$q/max_sectors_kb" && echo 4 >"$q/nr_requests" ||
-		die "cannot set $q/max_sectors_kb=$SPLIT nr_requests=4"
-	say "queue $nvme: max_sectors_kb=$(cat "$q/max_sectors_kb") nr_requests=$(cat "$q/nr_requests") atomic_write_max_bytes=$(cat "$q/atomic_write_max_bytes")"
+# --- every boot
+split_queue /dev/atomic0 "$SPLIT" || die "cannot split the data disk's queue"
+if [ "$SPLIT" != 0 ]; then
 	# Write back often, so writeback is in progress when the crash comes.
 	echo 100 >/proc/sys/vm/dirty_writeback_centisecs
 	echo 300 >/proc/sys/vm/dirty_expire_centisecs
-}
-
-# --- every boot
-split_queue
+fi
 lvm vgchange -q -ay "$VG" >/dev/null 2>&1
 mkdir -p "$MNT" "$WALMNT"
 mount -t ext4 "$WALDEV" "$WALMNT" 2>/dev/null || true # not yet on the first boot

@@ -12,12 +12,8 @@ set -euo pipefail
 export PATH=/untorn/bin:$PATH
 SPLIT=${1:-0}
 GEOM="--slot 65536 --slots 1024"
-if [ "$SPLIT" != 0 ]; then
-	q=/sys/block/$(basename "$(readlink -f /dev/atomic0)")/queue
-	echo "$SPLIT" >"$q/max_sectors_kb"
-	echo 4 >"$q/nr_requests"
-	echo "crash-model: queue max_sectors_kb=$(cat "$q/max_sectors_kb") nr_requests=$(cat "$q/nr_requests")"
-fi
+. "$(dirname "$0")/split-queue.sh"
+split_queue /dev/atomic0 "$SPLIT"
 vmtool tear-check /dev/atomic0 $GEOM >/tmp/check.out
 vmtool tear-check /dev/atomic0 $GEOM --first 1024 --prefix plain >/tmp/plain.out
 if grep -q 'whole=0 ' /tmp/check.out && grep -q 'torn=0 ' /tmp/check.out; then
