@@ -202,6 +202,10 @@ check_mariadb() {
 	c=$(kt get pod "$pod" -o jsonpath='{.spec.containers[0].name}')
 	shim_injected "$pod" "$c"
 	my() { kt exec "$pod" -c "$c" -- sh -c "mariadb -uroot -p\"\${MARIADB_ROOT_PASSWORD:-\$MYSQL_ROOT_PASSWORD}\" -N -e \"$1\""; }
+	# Ready is not always serving (an image's entrypoint may restart the
+	# server after initialising it): wait for a query to succeed.
+	poll 120 "MariaDB to answer queries" my "SELECT 1" ||
+		fail "MariaDB in $pod does not answer queries"
 	local dw
 	dw=$(my "SELECT @@innodb_doublewrite")
 	echo "innodb_doublewrite=$dw"
