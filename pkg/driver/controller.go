@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -88,7 +89,7 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	}
 	defer release()
 
-	meta := map[string]string{metaName: name}
+	meta := map[string]string{metaName: name, metaFormatState: formatBlank}
 	for k, v := range volCtx {
 		meta[k] = v
 	}
@@ -191,9 +192,17 @@ func (d *Driver) volumeSize(cr *csi.CapacityRange, spec volumeSpec) (int64, erro
 		gran = 1
 	}
 	if c := int64(spec.Cluster); c > 0 {
-		gran = lcm(gran, c)
+		var ok bool
+		if gran, ok = lcmChecked(gran, c); !ok {
+			return 0, fmt.Errorf("%w: the allocation unit %d and cluster size %d have no common multiple below %d bytes",
+				ErrOutOfRange, d.allocationUnit(), c, int64(math.MaxInt64))
+		}
 	}
-	size = roundUp(size, gran)
+	size, ok := roundUpChecked(size, gran)
+	if !ok {
+		return 0, fmt.Errorf("%w: required_bytes %d rounded up to a multiple of %d bytes exceeds the largest volume size %d",
+			ErrOutOfRange, req, gran, int64(math.MaxInt64))
+	}
 	if lim > 0 && size > lim {
 		return 0, fmt.Errorf("%w: the smallest volume that fits is %d bytes (minimum %d for %s, granularity %d), above limit_bytes %d",
 			ErrOutOfRange, size, minVolumeSize(spec.FSType), spec.FSType, gran, lim)
@@ -201,14 +210,43 @@ func (d *Driver) volumeSize(cr *csi.CapacityRange, spec volumeSpec) (int64, erro
 	return size, nil
 }
 
-func roundUp(n, unit int64) int64 { return (n + unit - 1) / unit * unit }
+func (d *Driver) allocationUnit() int64 {
+	if d.expansionOnly() {
+		return expansionGranularity
+	}
+	return d.backend.AllocationUnit()
+}
 
-func lcm(a, b int64) int64 {
+// roundUpChecked rounds n (>= 0) up to a multiple of unit (> 0); ok is
+// false when the result does not fit in an int64.
+func roundUpChecked(n, unit int64) (int64, bool) {
+	if n < 0 || unit <= 0 {
+		return 0, false
+	}
+	if r := n % unit; r != 0 {
+		if n > math.MaxInt64-(unit-r) {
+			return 0, false
+		}
+		n += unit - r
+	}
+	return n, true
+}
+
+// lcmChecked is the least common multiple of a and b (both > 0); ok is
+// false when it does not fit in an int64.
+func lcmChecked(a, b int64) (int64, bool) {
+	if a <= 0 || b <= 0 {
+		return 0, false
+	}
 	x, y := a, b
 	for y != 0 {
 		x, y = y, x%y
 	}
-	return a / x * b
+	q := a / x
+	if q > math.MaxInt64/b {
+		return 0, false
+	}
+	return q * b, true
 }
 
 func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
@@ -234,7 +272,9 @@ func (d *Driver) deleteVolume(ctx context.Context, id string) error {
 	defer release()
 	vol, err := d.backend.Get(ctx, id)
 	if isNotFound(err) {
-		return nil
+		// No complete volume: the backend removes what it made of an
+		// interrupted create, and leaves alone what it did not make.
+		return d.backend.Delete(ctx, id)
 	}
 	if err != nil {
 		return err
@@ -453,6 +493,9 @@ func (d *Driver) controllerExpand(ctx context.Context, req *csi.ControllerExpand
 	if size > vol.SizeBytes {
 		if vol, err = d.backend.Expand(ctx, id, size); err != nil {
 			return nil, fmt.Errorf("expand volume %s to %d bytes: %w", id, size, err)
+		}
+		if vol.SizeBytes < size {
+			return nil, fmt.Errorf("expand volume %s: the backend grew it to %d bytes, below the %d requested", id, vol.SizeBytes, size)
 		}
 		klog.InfoS("expanded volume", "volumeID", id, "sizeBytes", vol.SizeBytes)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -189,17 +188,9 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
 		return fmt.Errorf("socket dir: %w", err)
 	}
-	if fi, err := os.Lstat(sock); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return fmt.Errorf("%w: --endpoint %s exists and is not a socket", ErrInvalidOption, sock)
-		}
-		if err := os.Remove(sock); err != nil {
-			return fmt.Errorf("remove stale socket: %w", err)
-		}
-	}
-	lis, err := net.Listen("unix", sock)
+	lis, err := ListenUnix(sock, socketPerm)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", sock, err)
+		return fmt.Errorf("--endpoint: %w", err)
 	}
 	srv := d.Server()
 	backend := "none (expansion only)"

@@ -1,9 +1,7 @@
 package driver
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"k8s.io/klog/v2"
 	"k8s.io/utils/exec"
@@ -35,13 +34,6 @@ const (
 	loopAllocationUnit = 1 << 20
 	loopCreatedBy      = DriverName
 )
-
-type loopRecord struct {
-	ID        string            `json:"id"`
-	SizeBytes int64             `json:"sizeBytes"`
-	Meta      map[string]string `json:"meta"`
-	CreatedBy string            `json:"createdBy"`
-}
 
 var _ Backend = (*LoopBackend)(nil)
 
@@ -74,100 +66,191 @@ func (b *LoopBackend) paths(id string) (img, meta string, err error) {
 	return filepath.Join(b.dir, id+".img"), filepath.Join(b.dir, id+".json"), nil
 }
 
-func (b *LoopBackend) readRecord(id string) (loopRecord, error) {
-	_, metaPath, err := b.paths(id)
-	if err != nil {
-		return loopRecord{}, err
-	}
-	data, err := os.ReadFile(metaPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return loopRecord{}, fmt.Errorf("%w: %s", ErrVolumeNotFound, id)
-	}
-	if err != nil {
-		return loopRecord{}, err
-	}
-	var r loopRecord
-	if err := json.Unmarshal(data, &r); err != nil {
-		return loopRecord{}, fmt.Errorf("loop metadata %s: %w", metaPath, err)
-	}
-	if r.ID != id || r.CreatedBy != loopCreatedBy {
-		return loopRecord{}, fmt.Errorf("%w: %s holds no volume of this driver", ErrVolumeNotFound, metaPath)
-	}
-	return r, nil
-}
-
-func (b *LoopBackend) writeRecord(r loopRecord) error {
-	_, metaPath, err := b.paths(r.ID)
-	if err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(metaPath, data)
-}
-
+// Create makes the volume's record and image exclusively: it refuses
+// (ErrAlreadyExists, naming the file) when a file it did not create is at
+// either path, and it resumes a create of its own that was interrupted.
+//
+// The order keeps every step recoverable: the image is made without a name
+// (O_TMPFILE) and sized, the record is created (O_EXCL) in state
+// "creating" with the image's identity, the image gets its name (link,
+// which never replaces a file), and the record is marked complete.
 func (b *LoopBackend) Create(ctx context.Context, id string, sizeBytes int64, meta map[string]string) (BackendVolume, error) {
 	img, _, err := b.paths(id)
 	if err != nil {
 		return BackendVolume{}, err
 	}
+	if sizeBytes <= 0 {
+		return BackendVolume{}, fmt.Errorf("%w: volume size %d must be positive", ErrInvalidArgument, sizeBytes)
+	}
+	rounded, ok := roundUpChecked(sizeBytes, loopAllocationUnit)
+	if !ok {
+		return BackendVolume{}, fmt.Errorf("%w: %d bytes cannot be rounded up to a multiple of %d", ErrOutOfRange, sizeBytes, loopAllocationUnit)
+	}
+	sizeBytes = rounded
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if r, err := b.readRecord(id); err == nil {
-		if fi, err := os.Stat(img); err == nil && fi.Size() >= r.SizeBytes {
-			return r.volume(""), nil
-		}
-		// A create interrupted after the record: finish it below.
-	} else if !errors.Is(err, ErrVolumeNotFound) {
+	r, err := b.readRecord(id)
+	switch {
+	case err == nil:
+		return b.resumeLocked(r, sizeBytes, meta)
+	case !errors.Is(err, ErrVolumeNotFound) || isForeign(err):
+		return BackendVolume{}, alreadyExists(err)
+	}
+	if _, err := os.Lstat(img); err == nil {
+		return BackendVolume{}, alreadyExists(&foreignFileError{img, "exists without a record of this driver"})
+	} else if !errors.Is(err, os.ErrNotExist) {
 		return BackendVolume{}, err
 	}
-	avail, err := b.capacityLocked()
+	if err := b.checkSpaceLocked(sizeBytes, ""); err != nil {
+		return BackendVolume{}, err
+	}
+	r = loopRecord{ID: id, SizeBytes: sizeBytes, Meta: copyMeta(meta), CreatedBy: loopCreatedBy, State: loopStateCreating}
+	return b.makeImageLocked(r, b.createRecord)
+}
+
+// resumeLocked answers Create for a volume whose record is the backend's
+// own: a complete volume is returned unchanged (the caller compares), an
+// interrupted create is finished.
+func (b *LoopBackend) resumeLocked(r loopRecord, sizeBytes int64, meta map[string]string) (BackendVolume, error) {
+	state, err := b.checkImage(r)
+	if err != nil {
+		return BackendVolume{}, alreadyExists(err)
+	}
+	if r.ready() && state == imageOwn {
+		return r.volume(""), nil
+	}
+	if r.ready() {
+		img, _, _ := b.paths(r.ID)
+		return BackendVolume{}, fmt.Errorf("volume %s exists but its image %s is missing", r.ID, img)
+	}
+	// An interrupted create: finish it with this request's size and metadata.
+	if err := b.checkSpaceLocked(sizeBytes, r.ID); err != nil {
+		return BackendVolume{}, err
+	}
+	r.SizeBytes, r.Meta, r.State = sizeBytes, copyMeta(meta), loopStateCreating
+	if state == imageMissing {
+		return b.makeImageLocked(r, b.replaceRecord)
+	}
+	if r.Image == nil {
+		// A record from before identities were kept: its image cannot be
+		// told from a foreign file.
+		img, _, _ := b.paths(r.ID)
+		return BackendVolume{}, alreadyExists(&foreignFileError{img, "cannot be told apart from a file this driver did not create"})
+	}
+	f, err := b.openImage(r, os.O_RDWR)
+	if err != nil {
+		return BackendVolume{}, alreadyExists(err)
+	}
+	err = growFile(f, sizeBytes)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return BackendVolume{}, err
 	}
-	if sizeBytes > avail {
-		return BackendVolume{}, fmt.Errorf("%w: %d bytes requested, %d available in %s", ErrNoSpace, sizeBytes, avail, b.dir)
-	}
-	r := loopRecord{ID: id, SizeBytes: sizeBytes, Meta: copyMeta(meta), CreatedBy: loopCreatedBy}
-	if err := b.writeRecord(r); err != nil {
-		return BackendVolume{}, err
-	}
-	f, err := os.OpenFile(img, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return BackendVolume{}, err
-	}
-	if err := f.Truncate(sizeBytes); err != nil {
-		f.Close()
-		return BackendVolume{}, err
-	}
-	if err := f.Close(); err != nil {
+	r.State = ""
+	if err := b.replaceRecord(r); err != nil {
 		return BackendVolume{}, err
 	}
 	return r.volume(""), nil
 }
 
-func (r loopRecord) volume(dev string) BackendVolume {
-	return BackendVolume{ID: r.ID, SizeBytes: r.SizeBytes, Device: dev, Meta: copyMeta(r.Meta)}
-}
-
-func copyMeta(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
+// makeImageLocked creates r's image under no name, records its identity
+// with writeRecord (createRecord for a new volume), names it and marks the
+// record complete.
+func (b *LoopBackend) makeImageLocked(r loopRecord, writeRecord func(loopRecord) error) (BackendVolume, error) {
+	img, metaPath, _ := b.paths(r.ID)
+	f, err := newUnlinkedFile(b.dir, r.ID+".img")
+	if err != nil {
+		return BackendVolume{}, err
 	}
-	return out
+	defer f.Close()
+	if err := growFile(f, r.SizeBytes); err != nil {
+		return BackendVolume{}, err
+	}
+	if err := f.Sync(); err != nil {
+		return BackendVolume{}, err
+	}
+	ident, err := identityOf(f)
+	if err != nil {
+		return BackendVolume{}, err
+	}
+	r.Image = &ident
+	if err := writeRecord(r); err != nil {
+		return BackendVolume{}, alreadyExists(err)
+	}
+	if err := linkInto(f, img); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			// A file appeared at the image path meanwhile: it is not
+			// ours. Drop the record made for it, leave the file.
+			os.Remove(metaPath)
+			return BackendVolume{}, alreadyExists(&foreignFileError{img, "appeared while the volume was being created"})
+		}
+		return BackendVolume{}, err
+	}
+	if err := syncDir(b.dir); err != nil {
+		return BackendVolume{}, err
+	}
+	r.State = ""
+	if err := b.replaceRecord(r); err != nil {
+		return BackendVolume{}, err
+	}
+	return r.volume(""), nil
 }
 
-// Get returns the volume with its loop device when one is attached.
+// growFile extends f to size (sparse); it never shrinks. A size the
+// filesystem cannot hold (EFBIG) is ErrOutOfRange.
+func growFile(f *os.File, size int64) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() >= size {
+		return nil
+	}
+	if err := f.Truncate(size); err != nil {
+		if errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EINVAL) {
+			return fmt.Errorf("%w: %s cannot be %d bytes: %v", ErrOutOfRange, f.Name(), size, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// checkSpaceLocked fails with ErrNoSpace when size more bytes do not fit;
+// the reservation of volume exclude (one being resumed) is not counted.
+func (b *LoopBackend) checkSpaceLocked(size int64, exclude string) error {
+	avail, err := b.capacityLocked(exclude)
+	if err != nil {
+		return err
+	}
+	if size > avail {
+		return fmt.Errorf("%w: %d bytes requested, %d available in %s", ErrNoSpace, size, avail, b.dir)
+	}
+	return nil
+}
+
+func isForeign(err error) bool {
+	var fe *foreignFileError
+	return errors.As(err, &fe)
+}
+
+// Get returns a completely created volume with its loop device when one
+// is attached. A record or image the backend did not create is
+// ErrVolumeNotFound (a foreignFileError), as is an unfinished create.
 func (b *LoopBackend) Get(ctx context.Context, id string) (BackendVolume, error) {
 	r, err := b.readRecord(id)
 	if err != nil {
 		return BackendVolume{}, err
 	}
-	img, _, _ := b.paths(id)
-	devs, err := b.loopDevices(ctx, img)
+	if !r.ready() {
+		return BackendVolume{}, fmt.Errorf("%w: the creation of volume %s did not finish", ErrVolumeNotFound, id)
+	}
+	state, err := b.checkImage(r)
+	if err != nil || state == imageMissing {
+		return r.volume(""), err
+	}
+	devs, err := b.loopDevices(ctx, id)
 	if err != nil {
 		return BackendVolume{}, err
 	}
@@ -178,39 +261,71 @@ func (b *LoopBackend) Get(ctx context.Context, id string) (BackendVolume, error)
 	return r.volume(dev), nil
 }
 
+// Delete removes what the backend created for the volume: its loop
+// devices (checked to be gone), its image and its record. A record or
+// image it did not create is left untouched; when only the image is
+// foreign, the backend's own record is removed and the image stays.
 func (b *LoopBackend) Delete(ctx context.Context, id string) error {
 	img, metaPath, err := b.paths(id)
 	if err != nil {
 		return nil
 	}
-	if _, err := b.readRecord(id); errors.Is(err, ErrVolumeNotFound) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r, err := b.readRecord(id)
+	if isForeign(err) {
+		klog.InfoS("not deleting a file this driver did not create", "volumeID", id, "reason", err.Error())
 		return nil
-	} else if err != nil {
-		return err
 	}
-	devs, err := b.loopDevices(ctx, img)
+	if errors.Is(err, ErrVolumeNotFound) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	for _, dev := range devs {
-		if _, err := b.run(ctx, "losetup", "--detach", dev); err != nil {
+	state, err := b.checkImage(r)
+	if isForeign(err) {
+		klog.InfoS("removing the volume record, leaving its image: this driver did not create it",
+			"volumeID", id, "reason", err.Error())
+		return removeIfExists(metaPath)
+	}
+	if err != nil {
+		return err
+	}
+	var devs []string
+	if state == imageOwn {
+		if devs, err = b.detachAll(ctx, id); err != nil {
+			return err
+		}
+		if err := removeIfExists(img); err != nil {
 			return err
 		}
 	}
-	if err := os.Remove(img); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := os.Remove(metaPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := removeIfExists(metaPath); err != nil {
 		return err
 	}
 	klog.V(4).InfoS("loop volume removed", "volumeID", id, "detached", devs)
 	return nil
 }
 
+func removeIfExists(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Expand grows the volume to at least sizeBytes rounded up to the
+// allocation unit; it never shrinks, and it never reports less than asked:
+// a size that cannot be represented is ErrOutOfRange, one that does not
+// fit ErrNoSpace.
 func (b *LoopBackend) Expand(ctx context.Context, id string, sizeBytes int64) (BackendVolume, error) {
-	img, _, err := b.paths(id)
-	if err != nil {
+	if _, _, err := b.paths(id); err != nil {
 		return BackendVolume{}, err
+	}
+	want, ok := roundUpChecked(sizeBytes, loopAllocationUnit)
+	if !ok || sizeBytes < 0 {
+		return BackendVolume{}, fmt.Errorf("%w: %d bytes cannot be rounded up to a multiple of %d", ErrOutOfRange, sizeBytes, loopAllocationUnit)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -218,24 +333,27 @@ func (b *LoopBackend) Expand(ctx context.Context, id string, sizeBytes int64) (B
 	if err != nil {
 		return BackendVolume{}, err
 	}
-	sizeBytes = roundUp(sizeBytes, loopAllocationUnit)
-	if sizeBytes > r.SizeBytes {
-		avail, err := b.capacityLocked()
-		if err != nil {
+	if !r.ready() {
+		return BackendVolume{}, fmt.Errorf("%w: the creation of volume %s did not finish", ErrVolumeNotFound, id)
+	}
+	f, err := b.openImage(r, os.O_RDWR)
+	if err != nil {
+		return BackendVolume{}, err
+	}
+	defer f.Close()
+	if want > r.SizeBytes {
+		if err := b.checkSpaceLocked(want-r.SizeBytes, ""); err != nil {
+			return BackendVolume{}, fmt.Errorf("growing %s to %d bytes: %w", id, want, err)
+		}
+		if err := growFile(f, want); err != nil {
 			return BackendVolume{}, err
 		}
-		if sizeBytes-r.SizeBytes > avail {
-			return BackendVolume{}, fmt.Errorf("%w: growing by %d bytes, %d available in %s", ErrNoSpace, sizeBytes-r.SizeBytes, avail, b.dir)
-		}
-		if err := os.Truncate(img, sizeBytes); err != nil {
-			return BackendVolume{}, err
-		}
-		r.SizeBytes = sizeBytes
-		if err := b.writeRecord(r); err != nil {
+		r.SizeBytes = want
+		if err := b.replaceRecord(r); err != nil {
 			return BackendVolume{}, err
 		}
 	}
-	devs, err := b.loopDevices(ctx, img)
+	devs, err := b.loopDevices(ctx, id)
 	if err != nil {
 		return BackendVolume{}, err
 	}
@@ -252,12 +370,36 @@ func (b *LoopBackend) Expand(ctx context.Context, id string, sizeBytes int64) (B
 	return r.volume(dev), nil
 }
 
+// List returns the completely created volumes whose record and image are
+// the backend's own; foreign files are skipped.
 func (b *LoopBackend) List(ctx context.Context) ([]BackendVolume, error) {
+	recs, err := b.records()
+	if err != nil {
+		return nil, err
+	}
+	var out []BackendVolume
+	for _, r := range recs {
+		if !r.ready() {
+			continue
+		}
+		if _, err := b.checkImage(r); isForeign(err) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		out = append(out, r.volume(""))
+	}
+	return out, nil
+}
+
+// records reads every record of the backend, sorted by ID, unfinished
+// ones included; files it did not write are skipped.
+func (b *LoopBackend) records() ([]loopRecord, error) {
 	ents, err := os.ReadDir(b.dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBackendUnavailable, err)
 	}
-	var out []BackendVolume
+	var out []loopRecord
 	for _, e := range ents {
 		id, ok := strings.CutSuffix(e.Name(), ".json")
 		if !ok || !validVolumeID(id) {
@@ -270,7 +412,7 @@ func (b *LoopBackend) List(ctx context.Context) ([]BackendVolume, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, r.volume(""))
+		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
@@ -279,45 +421,59 @@ func (b *LoopBackend) List(ctx context.Context) ([]BackendVolume, error) {
 func (b *LoopBackend) Capacity(ctx context.Context) (int64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.capacityLocked()
+	return b.capacityLocked("")
 }
 
 // capacityLocked is the directory's free space minus the reserve minus
-// what the existing sparse images may still grow into.
-func (b *LoopBackend) capacityLocked() (int64, error) {
+// what the backend's sparse images (unfinished ones too, except exclude)
+// may still grow into.
+func (b *LoopBackend) capacityLocked(exclude string) (int64, error) {
 	free, err := freeBytes(b.dir)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrBackendUnavailable, err)
 	}
-	vols, err := b.List(context.Background())
+	recs, err := b.records()
 	if err != nil {
 		return 0, err
 	}
 	avail := free - b.reserve
-	for _, v := range vols {
-		img, _, _ := b.paths(v.ID)
+	for _, r := range recs {
+		if r.ID == exclude || r.SizeBytes <= 0 {
+			continue
+		}
+		img, _, _ := b.paths(r.ID)
 		used, err := allocatedBytes(img)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return 0, err
 		}
-		if v.SizeBytes > used {
-			avail -= v.SizeBytes - used
+		if r.SizeBytes > used {
+			avail -= r.SizeBytes - used
 		}
 	}
 	return max(avail, 0), nil
 }
 
 // Attach returns the loop device of the volume's image, attaching it with
-// direct I/O if no loop device holds it (after a restart or reboot).
+// direct I/O if no loop device holds it (after a restart or reboot). It
+// attaches only the image the backend created.
 func (b *LoopBackend) Attach(ctx context.Context, id string) (string, error) {
 	img, _, err := b.paths(id)
 	if err != nil {
 		return "", err
 	}
-	if _, err := b.readRecord(id); err != nil {
+	r, err := b.readRecord(id)
+	if err != nil {
 		return "", err
 	}
-	devs, err := b.loopDevices(ctx, img)
+	if !r.ready() {
+		return "", fmt.Errorf("%w: the creation of volume %s did not finish", ErrVolumeNotFound, id)
+	}
+	f, err := b.openImage(r, os.O_RDONLY)
+	if err != nil {
+		return "", err
+	}
+	f.Close()
+	devs, err := b.loopDevices(ctx, id)
 	if err != nil {
 		return "", err
 	}
@@ -343,6 +499,9 @@ func (b *LoopBackend) SetMeta(ctx context.Context, id string, meta map[string]st
 	if err != nil {
 		return err
 	}
+	if !r.ready() {
+		return fmt.Errorf("%w: the creation of volume %s did not finish", ErrVolumeNotFound, id)
+	}
 	if r.Meta == nil {
 		r.Meta = map[string]string{}
 	}
@@ -353,65 +512,5 @@ func (b *LoopBackend) SetMeta(ctx context.Context, id string, meta map[string]st
 			r.Meta[k] = v
 		}
 	}
-	return b.writeRecord(r)
-}
-
-// loopDevices lists the loop devices backed by file. It reads
-// /sys/block/loop*/loop/backing_file (no process to start, which keeps
-// staging cheap) and falls back to losetup when sysfs has no loop entries.
-func (b *LoopBackend) loopDevices(ctx context.Context, file string) ([]string, error) {
-	want, err := filepath.EvalSymlinks(file)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	entries, err := filepath.Glob(filepath.Join(b.sysfs, "block", "loop*", "loop", "backing_file"))
-	if err != nil || len(entries) == 0 {
-		return b.loopDevicesLosetup(ctx, file)
-	}
-	var devs []string
-	for _, e := range entries {
-		data, err := os.ReadFile(e)
-		if err != nil {
-			continue // detached meanwhile
-		}
-		if strings.TrimSuffix(string(data), "\n") == want {
-			devs = append(devs, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(e))))
-		}
-	}
-	sort.Strings(devs)
-	return devs, nil
-}
-
-func (b *LoopBackend) loopDevicesLosetup(ctx context.Context, file string) ([]string, error) {
-	out, err := b.run(ctx, "losetup", "--list", "--noheadings", "--output", "NAME", "--associated", file)
-	if err != nil {
-		return nil, err
-	}
-	var devs []string
-	for _, l := range strings.Split(out, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			devs = append(devs, l)
-		}
-	}
-	sort.Strings(devs)
-	return devs, nil
-}
-
-// run runs a command with LC_ALL=C and returns stdout; stderr goes into the error.
-func (b *LoopBackend) run(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := b.exec.CommandContext(ctx, name, args...)
-	cmd.SetEnv(append(os.Environ(), "LC_ALL=C"))
-	var stdout, stderr bytes.Buffer
-	cmd.SetStdout(&stdout)
-	cmd.SetStderr(&stderr)
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return "", fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), ctx.Err())
-		}
-		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
+	return b.replaceRecord(r)
 }

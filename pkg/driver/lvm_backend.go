@@ -106,6 +106,10 @@ func (b *LVMBackend) Create(ctx context.Context, id string, sizeBytes int64, met
 	if sizeBytes <= 0 {
 		return BackendVolume{}, fmt.Errorf("%w: volume size %d must be positive", ErrInvalidArgument, sizeBytes)
 	}
+	sizeBytes, err := b.extents(sizeBytes)
+	if err != nil {
+		return BackendVolume{}, err
+	}
 	tags, err := encodeMetaTags(meta)
 	if err != nil {
 		return BackendVolume{}, err
@@ -125,12 +129,31 @@ func (b *LVMBackend) Create(ctx context.Context, id string, sizeBytes int64, met
 		args = append(args, "--addtag", t)
 	}
 	args = append(args, b.vg)
-	// errLVExists: a concurrent call created it meanwhile; report what is there.
+	// lvcreate never adopts: errLVExists means an LV of that name appeared
+	// meanwhile. It is returned only when it carries the owner tag.
 	if _, err := b.run(ctx, "lvcreate", args...); err != nil && !errors.Is(err, errLVExists) {
 		return BackendVolume{}, err
 	}
-	klog.V(4).InfoS("created logical volume", "vg", b.vg, "lv", id, "sizeBytes", sizeBytes)
-	return b.Get(ctx, id)
+	v, err := b.Get(ctx, id)
+	if errors.Is(err, errForeignLV) {
+		return BackendVolume{}, fmt.Errorf("%w: logical volume %s/%s appeared meanwhile and was not created by untorn",
+			ErrAlreadyExists, b.vg, id)
+	}
+	if err != nil {
+		return BackendVolume{}, err
+	}
+	klog.V(4).InfoS("created logical volume", "vg", b.vg, "lv", id, "sizeBytes", v.SizeBytes)
+	return v, nil
+}
+
+// extents rounds size up to the VG's extent size, as lvcreate and lvextend
+// do; a size whose rounding does not fit in an int64 is ErrOutOfRange.
+func (b *LVMBackend) extents(size int64) (int64, error) {
+	n, ok := roundUpChecked(size, b.AllocationUnit())
+	if !ok {
+		return 0, fmt.Errorf("%w: %d bytes cannot be rounded up to whole %d-byte extents", ErrOutOfRange, size, b.AllocationUnit())
+	}
+	return n, nil
 }
 
 // Get returns the LV named id, or ErrVolumeNotFound (also for an LV of that
@@ -163,7 +186,16 @@ func (b *LVMBackend) Delete(ctx context.Context, id string) error {
 }
 
 // Expand grows the LV to at least sizeBytes; a larger LV is left as it is.
+// It never reports less than asked: a size that cannot be represented is
+// ErrOutOfRange, and an LV that lvs shows smaller afterwards an error.
 func (b *LVMBackend) Expand(ctx context.Context, id string, sizeBytes int64) (BackendVolume, error) {
+	if sizeBytes < 0 {
+		return BackendVolume{}, fmt.Errorf("%w: volume size %d must not be negative", ErrOutOfRange, sizeBytes)
+	}
+	want, err := b.extents(sizeBytes)
+	if err != nil {
+		return BackendVolume{}, err
+	}
 	lv, err := b.lv(ctx, id)
 	if err != nil {
 		return BackendVolume{}, err
@@ -171,10 +203,17 @@ func (b *LVMBackend) Expand(ctx context.Context, id string, sizeBytes int64) (Ba
 	if lv.size >= sizeBytes {
 		return lv.volume(), nil
 	}
-	if _, err := b.run(ctx, "lvextend", "-L", strconv.FormatInt(sizeBytes, 10)+"b", b.vg+"/"+id); err != nil {
+	if _, err := b.run(ctx, "lvextend", "-L", strconv.FormatInt(want, 10)+"b", b.vg+"/"+id); err != nil {
 		return BackendVolume{}, err
 	}
-	return b.Get(ctx, id)
+	v, err := b.Get(ctx, id)
+	if err != nil {
+		return BackendVolume{}, err
+	}
+	if v.SizeBytes < sizeBytes {
+		return BackendVolume{}, fmt.Errorf("lvextend left %s/%s at %d bytes, below the %d requested", b.vg, id, v.SizeBytes, sizeBytes)
+	}
+	return v, nil
 }
 
 // List returns the backend's LVs in the VG, sorted by ID.
