@@ -81,6 +81,13 @@ type Stats struct {
 	DirectUnsafe    uint64            `json:"direct_unsafe"`
 	StrictFailures  uint64            `json:"strict_failures"`
 	WriteErrors     uint64            `json:"write_errors"`
+	BufferedAtomic  uint64            `json:"buffered_atomic"`
+	FSUnitMaxOpt    uint64            `json:"fs_unit_max_opt"`
+	KernelBuffered  *bool             `json:"kernel_buffered_atomic"`
+	GroupAsked      uint64            `json:"group_asked"`
+	GroupDone       uint64            `json:"group_done"`
+	GroupKernel     uint64            `json:"group_kernel"`
+	GroupRefused    map[string]uint64 `json:"group_refused"`
 	Passthrough     map[string]uint64 `json:"passthrough"`
 	processesMerged int
 }
@@ -93,7 +100,7 @@ func readStats(t *testing.T, dir string, exes ...string) Stats {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := Stats{Passthrough: map[string]uint64{}}
+	sum := Stats{Passthrough: map[string]uint64{}, GroupRefused: map[string]uint64{}}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -109,7 +116,7 @@ func readStats(t *testing.T, dir string, exes ...string) Stats {
 		sum.processesMerged++
 		sum.Mode, sum.Unit, sum.Hardware = s.Mode, s.Unit, s.Hardware
 		if s.FSUnitMax > 0 {
-			sum.FSUnitMin, sum.FSUnitMax = s.FSUnitMin, s.FSUnitMax
+			sum.FSUnitMin, sum.FSUnitMax, sum.FSUnitMaxOpt = s.FSUnitMin, s.FSUnitMax, s.FSUnitMaxOpt
 		}
 		sum.AtomicWrites += s.AtomicWrites
 		sum.AtomicBytes += s.AtomicBytes
@@ -124,6 +131,16 @@ func readStats(t *testing.T, dir string, exes ...string) Stats {
 		sum.DirectUnsafe += s.DirectUnsafe
 		sum.StrictFailures += s.StrictFailures
 		sum.WriteErrors += s.WriteErrors
+		sum.BufferedAtomic += s.BufferedAtomic
+		sum.GroupAsked += s.GroupAsked
+		sum.GroupDone += s.GroupDone
+		sum.GroupKernel += s.GroupKernel
+		for k, v := range s.GroupRefused {
+			sum.GroupRefused[k] += v
+		}
+		if s.KernelBuffered != nil {
+			sum.KernelBuffered = s.KernelBuffered
+		}
 		for k, v := range s.Passthrough {
 			sum.Passthrough[k] += v
 		}
@@ -161,10 +178,11 @@ func shimEnv(lib, stats string, extra ...string) []string {
 
 // straceAtomic counts, in the per-thread logs of `strace -ff -o prefix
 // -e trace=pwritev2,...`, the system calls that carried RWF_ATOMIC (bookworm's
-// strace prints it as `0x40 /* RWF_??? */`): ok completed with exactly want
-// bytes (0: any positive count), rejected failed (the shim's one probe per
-// process for buffered RWF_ATOMIC fails with EOPNOTSUPP), other wrote
-// another byte count.
+// strace prints it as `0x40 /* RWF_??? */`): ok completed with want bytes
+// times a power of two (whole-call atomicity writes one call's aligned range
+// as one atomic write; want 0: any positive count), rejected failed (the
+// shim's one probe per process for buffered RWF_ATOMIC fails with
+// EOPNOTSUPP), other wrote another byte count.
 var rwfAtomic = regexp.MustCompile(`(RWF_ATOMIC|0x40 /\* RWF_\?\?\? \*/)\) += (-?\d+)`)
 
 func straceAtomic(t *testing.T, prefix string, want int) (ok, rejected, other int) {
@@ -184,7 +202,7 @@ func straceAtomic(t *testing.T, prefix string, want int) (ok, rejected, other in
 			case m == nil:
 			case strings.HasPrefix(m[2], "-"):
 				rejected++
-			case m[2] == strconv.Itoa(want) || want == 0:
+			case want == 0 || powerOfTwoTimes(m[2], want):
 				ok++
 			default:
 				other++
@@ -192,6 +210,16 @@ func straceAtomic(t *testing.T, prefix string, want int) (ok, rejected, other in
 		}
 	}
 	return ok, rejected, other
+}
+
+// powerOfTwoTimes: the decimal count n is want times a power of two.
+func powerOfTwoTimes(n string, want int) bool {
+	v, err := strconv.Atoi(n)
+	if err != nil || v < want || v%want != 0 {
+		return false
+	}
+	q := v / want
+	return q&(q-1) == 0
 }
 
 // counts parses the "qualifying=<n> pieces=<n> other=<n>" lines a test

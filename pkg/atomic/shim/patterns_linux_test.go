@@ -21,7 +21,9 @@ const unit = 8192
 // program checks the file against a reference copy after every write through
 // the buffered descriptor, a shared mapping and O_DIRECT; the test checks
 // through the counters and strace that exactly the qualifying writes (offset
-// and length multiples of the unit) carried RWF_ATOMIC, one unit per call.
+// and length multiples of the unit) carried RWF_ATOMIC, each call as one
+// atomic write where its range is a power of two aligned to itself, else in
+// the largest aligned pieces (the program computes them).
 func TestPatterns(t *testing.T) {
 	out := built(t)
 	fss := filesystems(t)
@@ -61,7 +63,7 @@ func TestPatterns(t *testing.T) {
 					st := readStats(t, stats, filepath.Base(lc.prog))
 					ok, rejected, bad := straceAtomic(t, trace, unit)
 					if bad != 0 {
-						t.Errorf("%d RWF_ATOMIC calls wrote other than %d bytes", bad, unit)
+						t.Errorf("%d RWF_ATOMIC calls wrote other than %d bytes times a power of two", bad, unit)
 					}
 					if rejected > st.processesMerged {
 						t.Errorf("%d RWF_ATOMIC calls failed in %d processes (one buffered probe each is expected)", rejected, st.processesMerged)

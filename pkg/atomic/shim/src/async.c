@@ -73,6 +73,28 @@ enum { UT_OP_WRITEV = 2, UT_OP_WRITE_FIXED = 5, UT_OP_WRITE = 23 };
  * Decides one asynchronous write. Sets RWF_ATOMIC in *rw_flags and returns 1
  * when it qualifies; counts the reason and returns 0 otherwise.
  */
+/* Reasons for which strict mode fails an aligned asynchronous write rather
+ * than let it go out without RWF_ATOMIC on a filesystem that has atomic
+ * writes (the synchronous path would have made it untorn). */
+static int strict_fails(int reason)
+{
+	return ut_cfg.mode == UT_MODE_STRICT &&
+	       (reason == UT_R_UNIT_RANGE || reason == UT_R_SEGMENTS ||
+		reason == UT_R_UNSPLITTABLE || reason == UT_R_BUFFERED_ASYNC ||
+		reason == UT_R_FIXED_FILE || reason == UT_R_URING_LAYOUT);
+}
+
+/* Per-call verdict: set when strict mode must fail the whole submission. */
+static __thread int ut_strict_veto __attribute__((tls_model("initial-exec")));
+
+static int pass(int reason)
+{
+	UT_PASS(reason);
+	if (strict_fails(reason))
+		ut_strict_veto = 1;
+	return 0;
+}
+
 static int mark(int fd, uint64_t off, uint64_t len, uint64_t nseg, uint32_t *rw_flags)
 {
 	if (ut_cfg.mode == UT_MODE_OFF) {
@@ -91,11 +113,9 @@ static int mark(int fd, uint64_t off, uint64_t len, uint64_t nseg, uint32_t *rw_
 		return 0;
 	}
 	int reason;
-	struct ut_fd *e = ut_lookup(fd, &reason);
-	if (!e) {
-		UT_PASS(reason);
-		return 0;
-	}
+	struct ut_fd *e = ut_lookup(fd, &reason, 0);
+	if (!e)
+		return pass(reason);
 	int ok = 0;
 	reason = UT_R_UNALIGNED;
 	if (!e->direct)
@@ -112,10 +132,8 @@ static int mark(int fd, uint64_t off, uint64_t len, uint64_t nseg, uint32_t *rw_
 			reason = UT_R_UNSPLITTABLE;
 	}
 	ut_release(e);
-	if (!ok) {
-		UT_PASS(reason);
-		return 0;
-	}
+	if (!ok)
+		return pass(reason);
 	if (ut_cfg.mode == UT_MODE_DIRECT_BENCH) {
 		UT_INC(direct_unsafe);
 		return 0;
@@ -126,10 +144,22 @@ static int mark(int fd, uint64_t off, uint64_t len, uint64_t nseg, uint32_t *rw_
 	return 1;
 }
 
+/* Strict mode: the submission fails whole, nothing submitted. */
+static int vetoed(void)
+{
+	if (!ut_strict_veto)
+		return 0;
+	ut_strict_veto = 0;
+	UT_INC(strict_failures);
+	return 1;
+}
+
 UT_EXPORT int io_submit(void *ctx, long nr, void **iocbs)
 {
-	if (__builtin_expect(ut_real.write == NULL, 0))
-		ut_init();
+	if (!ut_ready() || ut_depth)
+		goto submit;
+	ut_depth++;
+	ut_strict_veto = 0;
 	UT_INC(aio_submits);
 	for (long i = 0; iocbs && i < nr; i++) {
 		struct ut_iocb *cb = iocbs[i];
@@ -150,21 +180,59 @@ UT_EXPORT int io_submit(void *ctx, long nr, void **iocbs)
 		}
 	}
 	ut_stats_maybe_dump();
+	ut_depth--;
+	if (vetoed())
+		return -EIO;
+submit:
 	if (ut_real.io_submit)
 		return ut_real.io_submit(ctx, nr, iocbs);
 	long r = syscall(SYS_io_submit, ctx, nr, iocbs);
 	return r < 0 ? -errno : (int)r;
 }
 
-/* Marks the SQEs that the next submit will hand to the kernel. */
-static void mark_ring(void *ringp)
+/* The ring looks like the layout this file copies (liburing 2.x keeps a
+ * private copy of the kernel's mask and size next to the pointers to them). */
+static int ring_sane(const struct ut_uring *ring)
 {
-	if (__builtin_expect(ut_real.write == NULL, 0))
-		ut_init();
+	if (!ring->sq.sqes || !ring->sq.kring_mask || !ring->sq.kring_entries)
+		return 0;
+	unsigned mask = *ring->sq.kring_mask, entries = *ring->sq.kring_entries;
+	if (entries == 0 || mask != entries - 1 || (entries & mask) != 0)
+		return 0;
+	if (ring->sq.ring_mask != 0 && (ring->sq.ring_mask != mask || ring->sq.ring_entries != entries))
+		return 0;
+	return ring->sq.sqe_tail - ring->sq.sqe_head <= entries;
+}
+
+/* Counts (and, in strict mode, vetoes) the writes of a ring left alone. */
+static void skip_ring(void)
+{
+	UT_PASS(UT_R_URING_LAYOUT);
+	if (strict_fails(UT_R_URING_LAYOUT))
+		ut_strict_veto = 1;
+}
+
+/* Marks the SQEs that the next submit will hand to the kernel. Returns 0,
+ * or -EIO when strict mode fails the submission. */
+static int mark_ring(void *ringp)
+{
+	if (!ut_ready() || ut_depth)
+		return 0;
+	ut_depth++;
+	ut_strict_veto = 0;
 	UT_INC(uring_submits);
 	struct ut_uring *ring = ringp;
-	if (!ring || !ring->sq.sqes || !ring->sq.kring_mask)
-		return;
+	if (!ring) {
+		ut_depth--;
+		return 0;
+	}
+	/* A liburing whose ring is not the copied layout: its rings are never
+	 * read or written (the pointers in it would be anything). */
+	if (!ut_real.uring_layout_ok || !ring_sane(ring)) {
+		skip_ring();
+		ut_depth--;
+		return vetoed() ? -EIO : 0;
+	}
 	unsigned shift = (ring->flags & UT_SETUP_SQE128) ? 7 : 6;
 	unsigned mask = *ring->sq.kring_mask;
 	for (unsigned h = ring->sq.sqe_head; h != ring->sq.sqe_tail; h++) {
@@ -174,7 +242,11 @@ static void mark_ring(void *ringp)
 		    s->opcode != UT_OP_WRITE_FIXED)
 			continue;
 		if (s->flags & UT_IOSQE_FIXED_FILE) {
-			UT_PASS(UT_R_FIXED_FILE);
+			uint64_t m = ut_cfg.unit ? ut_cfg.unit - 1 : 511;
+			if (((s->off | s->len) & m) == 0 && s->opcode != UT_OP_WRITEV)
+				pass(UT_R_FIXED_FILE); /* aligned: strict mode cannot vouch for it */
+			else
+				UT_PASS(UT_R_FIXED_FILE);
 			continue;
 		}
 		uint64_t len = s->len, nseg = 1;
@@ -192,17 +264,21 @@ static void mark_ring(void *ringp)
 		}
 	}
 	ut_stats_maybe_dump();
+	ut_depth--;
+	return vetoed() ? -EIO : 0;
 }
 
 UT_EXPORT int io_uring_submit(void *ring)
 {
-	mark_ring(ring);
+	if (mark_ring(ring))
+		return -EIO;
 	return ut_real.uring_submit ? ut_real.uring_submit(ring) : -ENOSYS;
 }
 
 UT_EXPORT int io_uring_submit_and_wait(void *ring, unsigned wait_nr)
 {
-	mark_ring(ring);
+	if (mark_ring(ring))
+		return -EIO;
 	return ut_real.uring_submit_and_wait ? ut_real.uring_submit_and_wait(ring, wait_nr)
 					     : -ENOSYS;
 }
@@ -210,7 +286,8 @@ UT_EXPORT int io_uring_submit_and_wait(void *ring, unsigned wait_nr)
 UT_EXPORT int io_uring_submit_and_wait_timeout(void *ring, void **cqe, unsigned wait_nr,
 					       void *ts, void *sigmask)
 {
-	mark_ring(ring);
+	if (mark_ring(ring))
+		return -EIO;
 	return ut_real.uring_submit_and_wait_timeout
 		       ? ut_real.uring_submit_and_wait_timeout(ring, cqe, wait_nr, ts, sigmask)
 		       : -ENOSYS;
@@ -218,7 +295,8 @@ UT_EXPORT int io_uring_submit_and_wait_timeout(void *ring, void **cqe, unsigned 
 
 UT_EXPORT int io_uring_submit_and_get_events(void *ring)
 {
-	mark_ring(ring);
+	if (mark_ring(ring))
+		return -EIO;
 	return ut_real.uring_submit_and_get_events ? ut_real.uring_submit_and_get_events(ring)
 						   : -ENOSYS;
 }

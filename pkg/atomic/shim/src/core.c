@@ -24,9 +24,13 @@ struct ut_fd ut_fds[UT_TABLE_SIZE];
 struct ut_real ut_real;
 int ut_buffered_atomic = -1;
 
+int ut_inited;
+__thread int ut_depth __attribute__((tls_model("initial-exec")));
+
+/* Held only to open or drop a companion (never to classify, never on the
+ * write path of a descriptor that has its companion). */
 static pthread_mutex_t ut_mu = PTHREAD_MUTEX_INITIALIZER;
 static int ut_hiwater; /* highest fd number ever touched + 1 */
-static int ut_inited;
 
 /* struct statx as of Linux 6.16, declared here so that both libcs build. */
 struct ut_statx {
@@ -49,6 +53,27 @@ _Static_assert(sizeof(struct ut_statx) == 256, "struct statx layout");
 static void *next_sym(const char *name)
 {
 	return dlsym(RTLD_NEXT, name);
+}
+
+/*
+ * async.c reads liburing's ring structure (struct io_uring) by a copied
+ * layout, which is that of every liburing 2.x (liburing.so.2). The running
+ * library must be one: liburing >= 2.4 says its version; older ones are known
+ * by their soname. Anything else keeps its rings untouched (counted).
+ */
+static int uring_layout_known(void)
+{
+	if (!ut_real.uring_submit)
+		return 0;
+	int (*major)(void) = next_sym("io_uring_major_version");
+	if (major)
+		return major() == 2;
+	Dl_info di;
+	if (!dladdr((void *)ut_real.uring_submit, &di) || !di.dli_fname)
+		return 0;
+	const char *base = strrchr(di.dli_fname, '/');
+	base = base ? base + 1 : di.dli_fname;
+	return strncmp(base, "liburing.so.2", 13) == 0;
 }
 
 void ut_resolve(void)
@@ -75,6 +100,20 @@ void ut_resolve(void)
 	ut_real.uring_submit_and_wait = next_sym("io_uring_submit_and_wait");
 	ut_real.uring_submit_and_wait_timeout = next_sym("io_uring_submit_and_wait_timeout");
 	ut_real.uring_submit_and_get_events = next_sym("io_uring_submit_and_get_events");
+	ut_real.open = next_sym("open");
+	ut_real.open64 = next_sym("open64");
+	ut_real.openat = next_sym("openat");
+	ut_real.openat64 = next_sym("openat64");
+	ut_real.open_2 = next_sym("__open_2");
+	ut_real.open64_2 = next_sym("__open64_2");
+	ut_real.openat_2 = next_sym("__openat_2");
+	ut_real.openat64_2 = next_sym("__openat64_2");
+	ut_real.creat = next_sym("creat");
+	ut_real.creat64 = next_sym("creat64");
+	ut_real.dup = next_sym("dup");
+	ut_real.fcntl = next_sym("fcntl");
+	ut_real.fcntl64 = next_sym("fcntl64");
+	ut_real.uring_layout_ok = uring_layout_known();
 }
 
 static void warn(const char *msg)
@@ -104,16 +143,37 @@ static void atfork_child(void)
 	ut_after_fork_child();
 }
 
+/* This thread is inside ut_init: a call that dlsym or getenv makes back into
+ * the library (another preload library's malloc that opens a file, say)
+ * passes through instead of waiting for itself. */
+static __thread int ut_initialising __attribute__((tls_model("initial-exec")));
+
+static void configure(void);
+
 void ut_init(void)
 {
-	if (__atomic_load_n(&ut_inited, __ATOMIC_ACQUIRE))
+	if (__atomic_load_n(&ut_inited, __ATOMIC_ACQUIRE) == 2 || ut_initialising)
 		return;
-	pthread_mutex_lock(&ut_mu);
-	if (ut_inited) {
-		pthread_mutex_unlock(&ut_mu);
+	int zero = 0;
+	if (!__atomic_compare_exchange_n(&ut_inited, &zero, 1, 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		/* Another thread initialises; it holds no lock this thread could
+		 * need, so waiting for it cannot deadlock. */
+		while (__atomic_load_n(&ut_inited, __ATOMIC_ACQUIRE) != 2)
+			sched_yield();
 		return;
 	}
+	ut_initialising = 1;
 	ut_resolve();
+	configure();
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+	ut_stats_reset();
+	__atomic_store_n(&ut_inited, 2, __ATOMIC_RELEASE);
+	ut_initialising = 0;
+}
+
+static void configure(void)
+{
 	const char *m = getenv("UNTORN_MODE");
 	if (!m || !*m || !strcmp(m, "on"))
 		ut_cfg.mode = UT_MODE_ON;
@@ -159,10 +219,6 @@ void ut_init(void)
 		copy_env(ut_cfg.exclude, sizeof ut_cfg.exclude, "UNTORN_EXCLUDE");
 	else
 		strcpy(ut_cfg.exclude, "*/pg_wal/*");
-	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-	ut_stats_reset();
-	__atomic_store_n(&ut_inited, 1, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&ut_mu);
 }
 
 __attribute__((constructor)) static void ut_ctor(void) { ut_init(); }
@@ -195,7 +251,8 @@ static int ut_statx(int fd, struct ut_statx *sx)
 			    UT_STATX_WRITE_ATOMIC | 0x2000U /* STATX_DIOALIGN */, sx);
 }
 
-/* Decide whether fd qualifies; called with ut_mu held. Returns the state. */
+/* Decides whether fd qualifies (the caller owns e: its state is UT_FD_BUSY).
+ * Uses system calls only: no lock, no allocation. Returns the state. */
 static uint32_t classify(int fd, struct ut_fd *e)
 {
 	struct stat st;
@@ -204,10 +261,11 @@ static uint32_t classify(int fd, struct ut_fd *e)
 		return UT_FD_UNKNOWN; /* not open: never cached */
 	e->dev = st.st_dev;
 	e->ino = st.st_ino;
+	e->group_ok = 0;
 	e->reason = UT_R_NOT_REGULAR;
 	if (!S_ISREG(st.st_mode))
 		return UT_FD_NO;
-	int fl = fcntl(fd, F_GETFL);
+	int fl = (int)syscall(SYS_fcntl, fd, F_GETFL);
 	e->reason = UT_R_APPEND;
 	if (fl < 0 || (fl & O_APPEND))
 		return UT_FD_NO;
@@ -215,6 +273,19 @@ static uint32_t classify(int fd, struct ut_fd *e)
 	if ((fl & O_ACCMODE) == O_RDONLY)
 		return UT_FD_NO;
 	e->direct = (fl & O_DIRECT) != 0;
+	e->unit_min = e->unit_max = e->max_opt = 0;
+	if (ut_statx(fd, &sx) == 0 && (sx.mask & UT_STATX_WRITE_ATOMIC) &&
+	    (sx.attributes & UT_STATX_ATTR_WRITE_ATOMIC) && sx.awu_min != 0 &&
+	    sx.awu_max >= sx.awu_min) {
+		e->unit_min = sx.awu_min;
+		e->unit_max = sx.awu_max;
+		e->max_opt = sx.awu_max_opt;
+		e->mem_align = (sx.mask & 0x2000U) && sx.dio_mem_align ? sx.dio_mem_align : 4096;
+		/* An application that asks for atomic write groups gets them on any
+		 * writable file of an atomic filesystem: the unit and the path
+		 * filter are about page writes of unaware writers. */
+		e->group_ok = 1;
+	}
 	/* The path filter comes before the filesystem's limits: an excluded
 	 * file (PostgreSQL's WAL on a volume of its own, say) is left alone
 	 * whatever its filesystem offers, and strict mode never fails it. */
@@ -230,20 +301,17 @@ static uint32_t classify(int fd, struct ut_fd *e)
 			return UT_FD_NO;
 	}
 	e->reason = UT_R_NOT_ATOMIC;
-	if (ut_statx(fd, &sx) != 0 || !(sx.mask & UT_STATX_WRITE_ATOMIC) ||
-	    !(sx.attributes & UT_STATX_ATTR_WRITE_ATOMIC) || sx.awu_min == 0)
+	if (!e->group_ok)
 		return UT_FD_NO;
-	uint32_t unit = ut_cfg.unit ? ut_cfg.unit : sx.awu_min;
+	uint32_t unit = ut_cfg.unit ? ut_cfg.unit : e->unit_min;
 	e->unit = unit;
-	e->unit_max = sx.awu_max;
-	ut_fsi.unit_min = sx.awu_min;
-	ut_fsi.unit_max = sx.awu_max;
-	ut_fsi.unit_max_opt = sx.awu_max_opt;
+	ut_fsi.unit_min = e->unit_min;
+	ut_fsi.unit_max = e->unit_max;
+	ut_fsi.unit_max_opt = e->max_opt;
 	ut_fsi.segments_max = sx.awu_segments_max;
 	e->reason = UT_R_UNIT_RANGE;
-	if (unit < sx.awu_min || unit > sx.awu_max || (unit & (unit - 1)))
+	if (unit < e->unit_min || unit > e->unit_max || (unit & (unit - 1)))
 		return UT_FD_NO;
-	e->mem_align = (sx.mask & 0x2000U) && sx.dio_mem_align ? sx.dio_mem_align : 4096;
 	return UT_FD_YES;
 }
 
@@ -263,8 +331,41 @@ static void drop_user(struct ut_fd *e)
 
 void ut_release(struct ut_fd *e) { drop_user(e); }
 
+/*
+ * Classifies an unknown number without a lock: the thread that moves the
+ * state from UNKNOWN to BUSY classifies, publishes the result unless the
+ * number was closed meanwhile (ut_forget moved it back to UNKNOWN), and
+ * everyone else waits for it (the classifier holds nothing they could need).
+ * Returns the state, UT_FD_UNKNOWN when the number changed under us.
+ */
+static uint32_t classify_once(int fd, struct ut_fd *e)
+{
+	uint32_t s = UT_FD_UNKNOWN;
+	if (__atomic_compare_exchange_n(&e->state, &s, UT_FD_BUSY, 0, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE)) {
+		note_fd(fd);
+		uint32_t r = classify(fd, e);
+		uint32_t busy = UT_FD_BUSY;
+		if (r == UT_FD_UNKNOWN ||
+		    !__atomic_compare_exchange_n(&e->state, &busy, r, 0, __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE)) {
+			/* Not open, or closed while we looked: nothing is cached. */
+			busy = UT_FD_BUSY;
+			__atomic_compare_exchange_n(&e->state, &busy, UT_FD_UNKNOWN, 0,
+						    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+			return UT_FD_UNKNOWN;
+		}
+		return r;
+	}
+	for (int spins = 0; s == UT_FD_BUSY && spins < 100000; spins++) {
+		sched_yield();
+		s = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+	}
+	return s == UT_FD_BUSY ? UT_FD_UNKNOWN : s;
+}
+
 /* Returns the entry with a user reference held, or NULL and the reason. */
-struct ut_fd *ut_lookup(int fd, int *reason)
+struct ut_fd *ut_lookup(int fd, int *reason, int group)
 {
 	if (fd < 0 || fd >= UT_TABLE_SIZE) {
 		*reason = UT_R_FD_RANGE;
@@ -273,26 +374,19 @@ struct ut_fd *ut_lookup(int fd, int *reason)
 	struct ut_fd *e = &ut_fds[fd];
 	for (int tries = 0; tries < 4; tries++) {
 		uint32_t s = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
-		if (s == UT_FD_UNKNOWN) {
-			pthread_mutex_lock(&ut_mu);
-			s = e->state;
-			if (s == UT_FD_UNKNOWN) {
-				note_fd(fd);
-				s = classify(fd, e);
-				__atomic_store_n(&e->state, s, __ATOMIC_RELEASE);
-			}
-			pthread_mutex_unlock(&ut_mu);
+		if (s == UT_FD_UNKNOWN || s == UT_FD_BUSY) {
+			s = classify_once(fd, e);
 			if (s == UT_FD_UNKNOWN) {
 				*reason = UT_R_UNKNOWN_FD;
 				return NULL;
 			}
 		}
-		if (s == UT_FD_NO) {
+		if (s == UT_FD_NO && !(group && e->group_ok)) {
 			*reason = (int)e->reason;
 			return NULL;
 		}
 		__atomic_fetch_add(&e->users, 1, __ATOMIC_ACQ_REL);
-		if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != UT_FD_YES) {
+		if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != s) {
 			drop_user(e);
 			continue;
 		}
@@ -322,7 +416,8 @@ void ut_forget(int fd)
 	struct ut_fd *e = &ut_fds[fd];
 	int owner = __atomic_load_n(&e->owner, __ATOMIC_ACQUIRE);
 	uint32_t s = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
-	if (owner == 0 && s != UT_FD_YES && e->companion1 == 0) {
+	if (owner == 0 && s != UT_FD_YES && __atomic_load_n(&e->companion1, __ATOMIC_ACQUIRE) == 0 &&
+	    __atomic_load_n(&e->users, __ATOMIC_ACQUIRE) == 0) {
 		if (s != UT_FD_UNKNOWN)
 			__atomic_store_n(&e->state, UT_FD_UNKNOWN, __ATOMIC_RELEASE);
 		return;
@@ -362,8 +457,12 @@ void ut_forget_range(unsigned first, unsigned last)
 void ut_after_fork_child(void)
 {
 	int hi = ut_hiwater;
-	for (int i = 0; i < hi; i++)
+	for (int i = 0; i < hi; i++) {
 		ut_fds[i].users = 0;
+		/* A classification another thread had under way died with it. */
+		if (ut_fds[i].state == UT_FD_BUSY)
+			ut_fds[i].state = UT_FD_UNKNOWN;
+	}
 	ut_stats_reset();
 }
 
@@ -372,9 +471,11 @@ static int open_companion(int fd, struct ut_fd *e)
 {
 	int ok = 0;
 	pthread_mutex_lock(&ut_mu);
-	if (e->state == UT_FD_YES && e->companion1 > 0) {
+	uint32_t s = e->state;
+	int usable = s == UT_FD_YES || (s == UT_FD_NO && e->group_ok);
+	if (usable && e->companion1 > 0) {
 		ok = 1;
-	} else if (e->state == UT_FD_YES) {
+	} else if (usable) {
 		char link[64];
 		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
 		int c = (int)syscall(SYS_openat, AT_FDCWD, link, O_WRONLY | O_DIRECT | O_CLOEXEC);
@@ -398,157 +499,22 @@ static int open_companion(int fd, struct ut_fd *e)
 	return ok;
 }
 
-/* Per-thread aligned bounce buffer. */
-static __thread char *ut_bounce;
-static __thread size_t ut_bounce_len;
-static pthread_key_t ut_bounce_key;
-static pthread_once_t ut_bounce_once = PTHREAD_ONCE_INIT;
-
-static void bounce_free(void *p)
-{
-	if (p)
-		munmap(p, ut_bounce_len);
-}
-static void bounce_key(void) { pthread_key_create(&ut_bounce_key, bounce_free); }
-
-static char *bounce(size_t len)
-{
-	if (ut_bounce_len >= len)
-		return ut_bounce;
-	pthread_once(&ut_bounce_once, bounce_key);
-	if (ut_bounce)
-		munmap(ut_bounce, ut_bounce_len);
-	size_t n = (len + 4095) & ~(size_t)4095;
-	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED) {
-		ut_bounce = NULL;
-		ut_bounce_len = 0;
-		return NULL;
-	}
-	ut_bounce = p;
-	ut_bounce_len = n;
-	pthread_setspecific(ut_bounce_key, p);
-	return p;
-}
-
-/* Copies len bytes starting at byte skip of the iovec array into dst. */
-static void gather(char *dst, const struct iovec *iov, int cnt, size_t skip, size_t len)
-{
-	for (int i = 0; i < cnt && len > 0; i++) {
-		size_t l = iov[i].iov_len;
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		size_t n = l - skip < len ? l - skip : len;
-		memcpy(dst, (const char *)iov[i].iov_base + skip, n);
-		dst += n;
-		len -= n;
-		skip = 0;
-	}
-}
-
-static ssize_t raw_pwritev2(int fd, const struct iovec *v, int cnt, off_t off, int flags)
-{
-	ssize_t r;
-	do
-		r = syscall(SYS_pwritev2, fd, v, cnt, (long)off, 0L, flags);
-	while (r < 0 && errno == EINTR);
-	return r;
-}
-
 /*
- * Writes len bytes (a multiple of e->unit at an aligned offset) as unit-sized
- * untorn pieces. Returns the byte count, or -1 with errno; errno ENOTSUP with
- * *fallback set means "nothing written, pass the call through".
+ * Returns fd's companion descriptor, opening it on first use, with the
+ * caller's user reference on e still held (it is dropped while the companion
+ * is opened, so that a concurrent close can proceed). -1: none could be had.
  */
-ssize_t ut_write_at(int fd, struct ut_fd *e, const struct iovec *iov, int cnt, size_t len,
-		    off_t off, int flags)
+int ut_companion(int fd, struct ut_fd *e)
 {
-	size_t unit = e->unit, done = 0;
-	int atomic = ut_cfg.mode == UT_MODE_DIRECT_BENCH ? 0 : RWF_ATOMIC;
-	int target = -1, buffered = 0;
-
-	int probing = 0;
-	if (e->direct) {
-		target = fd;
-	} else if (atomic) {
-		/* -1 unknown, 2 one thread is probing, 1 kernel takes it, 0 not */
-		int b = __atomic_load_n(&ut_buffered_atomic, __ATOMIC_ACQUIRE), unknown = -1;
-		if (b == 1 || (b == -1 && __atomic_compare_exchange_n(&ut_buffered_atomic, &unknown, 2, 0,
-								       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))) {
-			target = fd;
-			buffered = 1;
-			probing = b == -1;
-		}
-	}
-	while (done < len) {
-		if (target < 0) {
-			int c = __atomic_load_n(&e->companion1, __ATOMIC_ACQUIRE) - 1;
-			if (c < 0) {
-				drop_user(e);
-				int ok = open_companion(fd, e);
-				__atomic_fetch_add(&e->users, 1, __ATOMIC_ACQ_REL);
-				c = __atomic_load_n(&e->companion1, __ATOMIC_ACQUIRE) - 1;
-				if (!ok || c < 0 || e->state != UT_FD_YES) {
-					errno = ENOTSUP;
-					return done ? (ssize_t)done : -1;
-				}
-			}
-			target = c;
-		}
-		struct iovec one;
-		int align = buffered ? 1 : (int)e->mem_align;
-		if (cnt == 1 && ((uintptr_t)iov[0].iov_base + done) % (uintptr_t)align == 0) {
-			one.iov_base = (char *)iov[0].iov_base + done;
-		} else {
-			char *b = bounce(unit);
-			if (!b) {
-				errno = ENOTSUP;
-				return done ? (ssize_t)done : -1;
-			}
-			gather(b, iov, cnt, done, unit);
-			one.iov_base = b;
-		}
-		one.iov_len = unit;
-		ssize_t r = raw_pwritev2(target, &one, 1, off + (off_t)done, flags | atomic);
-		if (r < 0 && buffered && (errno == EOPNOTSUPP || errno == EINVAL)) {
-			/* The kernel has no buffered RWF_ATOMIC: writethrough from now on. */
-			__atomic_store_n(&ut_buffered_atomic, 0, __ATOMIC_RELEASE);
-			buffered = probing = 0;
-			target = -1;
-			continue;
-		}
-		if (probing) {
-			__atomic_store_n(&ut_buffered_atomic, r < 0 ? -1 : 1, __ATOMIC_RELEASE);
-			probing = 0;
-		}
-		if (r < 0) {
-			int err = errno;
-			UT_INC(write_errors);
-			if (done)
-				return (ssize_t)done;
-			errno = (err == EINVAL || err == EOPNOTSUPP) ? ENOTSUP : err;
-			return -1;
-		}
-		if (atomic) {
-			UT_INC(atomic_syscalls);
-			if (buffered)
-				UT_INC(buffered_atomic);
-			else if (e->direct)
-				UT_INC(direct_fd_atomic);
-		}
-		done += (size_t)r;
-		if ((size_t)r < unit)
-			break;
-	}
-	if (len > unit)
-		UT_INC(split_writes);
-	if (atomic) {
-		UT_INC(atomic_writes);
-		UT_ADD(atomic_bytes, done);
-	} else {
-		UT_INC(direct_unsafe);
-	}
-	return (ssize_t)done;
+	int c = __atomic_load_n(&e->companion1, __ATOMIC_ACQUIRE) - 1;
+	if (c >= 0)
+		return c;
+	drop_user(e);
+	int ok = open_companion(fd, e);
+	__atomic_fetch_add(&e->users, 1, __ATOMIC_ACQ_REL);
+	c = __atomic_load_n(&e->companion1, __ATOMIC_ACQUIRE) - 1;
+	uint32_t s = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+	if (!ok || c < 0 || !(s == UT_FD_YES || (s == UT_FD_NO && e->group_ok)))
+		return -1;
+	return c;
 }

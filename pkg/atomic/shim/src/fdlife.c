@@ -23,7 +23,7 @@
 
 static inline void ready(void)
 {
-	if (__builtin_expect(ut_real.write == NULL, 0))
+	if (__builtin_expect(__atomic_load_n(&ut_inited, __ATOMIC_ACQUIRE) != 2, 0))
 		ut_init();
 }
 
@@ -62,18 +62,20 @@ UT_EXPORT int dup3(int old, int newfd, int flags)
 UT_EXPORT int dup(int old)
 {
 	ready();
-	return fresh((int)syscall(SYS_dup, old));
+	return fresh(ut_real.dup ? ut_real.dup(old) : (int)syscall(SYS_dup, old));
 }
 
 UT_EXPORT int close_range(unsigned first, unsigned last, int flags)
 {
 	ready();
-	int r = ut_real.close_range ? ut_real.close_range(first, last, flags)
-				    : (int)syscall(SYS_close_range, first, last, flags);
-	/* CLOSE_RANGE_CLOEXEC (4) closes nothing now; companions are O_CLOEXEC. */
-	if (r == 0 && !(flags & 4))
+	/* Forget first, as closefrom does: once the numbers are closed another
+	 * thread may be handed one of them, and a companion closed after that
+	 * would be its file. CLOSE_RANGE_CLOEXEC (4) closes nothing now
+	 * (companions are O_CLOEXEC). */
+	if (!(flags & 4) && first <= last)
 		ut_forget_range(first, last);
-	return r;
+	return ut_real.close_range ? ut_real.close_range(first, last, flags)
+				   : (int)syscall(SYS_close_range, first, last, flags);
 }
 
 UT_EXPORT void closefrom(int lowfd)
@@ -88,12 +90,10 @@ UT_EXPORT void closefrom(int lowfd)
 		syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0);
 }
 
-static int do_fcntl(int fd, int cmd, unsigned long arg)
+static int after_fcntl(int fd, int cmd, int r)
 {
-	ready();
-	long r = syscall(SYS_fcntl, fd, cmd, arg);
 	if (r < 0)
-		return (int)r;
+		return r;
 	if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
 		fresh((int)r);
 	else if (cmd == F_SETFL)
@@ -101,28 +101,33 @@ static int do_fcntl(int fd, int cmd, unsigned long arg)
 	return (int)r;
 }
 
-UT_EXPORT int fcntl(int fd, int cmd, ...)
+/* The argument is an int or a pointer: passed on as a word, which both are
+ * in the calling convention of every 64-bit Linux ABI. */
+#define UT_FCNTL(name, next)                                                            \
+	UT_EXPORT int name(int fd, int cmd, ...)                                        \
+	{                                                                               \
+		va_list ap;                                                             \
+		va_start(ap, cmd);                                                      \
+		unsigned long arg = va_arg(ap, unsigned long);                          \
+		va_end(ap);                                                             \
+		ready();                                                                \
+		int r = next ? next(fd, cmd, arg) : (int)syscall(SYS_fcntl, fd, cmd, arg); \
+		return after_fcntl(fd, cmd, r);                                         \
+	}
+UT_FCNTL(fcntl, ut_real.fcntl)
+UT_FCNTL(fcntl64, (ut_real.fcntl64 ? ut_real.fcntl64 : ut_real.fcntl))
+
+/* The open family calls the next definition of the same name (libc's, which
+ * is a cancellation point, or a later preload library's); the raw system
+ * call only while the library is resolving its symbols. */
+static int opened(int fd)
 {
-	va_list ap;
-	va_start(ap, cmd);
-	unsigned long arg = va_arg(ap, unsigned long);
-	va_end(ap);
-	return do_fcntl(fd, cmd, arg);
+	return fresh(fd);
 }
 
-UT_EXPORT int fcntl64(int fd, int cmd, ...)
+static int raw_openat(int dirfd, const char *path, int flags, unsigned mode)
 {
-	va_list ap;
-	va_start(ap, cmd);
-	unsigned long arg = va_arg(ap, unsigned long);
-	va_end(ap);
-	return do_fcntl(fd, cmd, arg);
-}
-
-static int do_openat(int dirfd, const char *path, int flags, unsigned mode)
-{
-	ready();
-	return fresh((int)syscall(SYS_openat, dirfd, path, flags, mode));
+	return (int)syscall(SYS_openat, dirfd, path, flags, mode);
 }
 
 static unsigned mode_arg(int flags, va_list ap)
@@ -132,43 +137,78 @@ static unsigned mode_arg(int flags, va_list ap)
 	return 0;
 }
 
-#define UT_OPEN(name)                                                                   \
+#define UT_OPEN(name, next, alt)                                                        \
 	UT_EXPORT int name(const char *path, int flags, ...)                            \
 	{                                                                               \
 		va_list ap;                                                             \
 		va_start(ap, flags);                                                    \
 		unsigned m = mode_arg(flags, ap);                                       \
 		va_end(ap);                                                             \
-		return do_openat(AT_FDCWD, path, flags, m);                             \
+		ready();                                                                \
+		if (next)                                                               \
+			return opened(next(path, flags, m));                            \
+		if (alt)                                                                \
+			return opened(alt(path, flags, m));                             \
+		return opened(raw_openat(AT_FDCWD, path, flags, m));                   \
 	}
-#define UT_OPENAT(name)                                                                 \
+#define UT_OPENAT(name, next, alt)                                                      \
 	UT_EXPORT int name(int dirfd, const char *path, int flags, ...)                 \
 	{                                                                               \
 		va_list ap;                                                             \
 		va_start(ap, flags);                                                    \
 		unsigned m = mode_arg(flags, ap);                                       \
 		va_end(ap);                                                             \
-		return do_openat(dirfd, path, flags, m);                                \
+		ready();                                                                \
+		if (next)                                                               \
+			return opened(next(dirfd, path, flags, m));                     \
+		if (alt)                                                                \
+			return opened(alt(dirfd, path, flags, m));                      \
+		return opened(raw_openat(dirfd, path, flags, m));                      \
 	}
 
-UT_OPEN(open)
-UT_OPEN(open64)
-UT_OPENAT(openat)
-UT_OPENAT(openat64)
+UT_OPEN(open, ut_real.open, ut_real.open)
+UT_OPEN(open64, ut_real.open64, ut_real.open)
+UT_OPENAT(openat, ut_real.openat, ut_real.openat)
+UT_OPENAT(openat64, ut_real.openat64, ut_real.openat)
 
-UT_EXPORT int __open_2(const char *path, int flags) { return do_openat(AT_FDCWD, path, flags, 0); }
-UT_EXPORT int __open64_2(const char *path, int flags) { return do_openat(AT_FDCWD, path, flags, 0); }
-UT_EXPORT int __openat_2(int d, const char *path, int flags) { return do_openat(d, path, flags, 0); }
-UT_EXPORT int __openat64_2(int d, const char *path, int flags) { return do_openat(d, path, flags, 0); }
+/* The fortified entry points (no mode argument). */
+#define UT_OPEN2(name, next, alt)                                                       \
+	UT_EXPORT int name(const char *path, int flags)                                 \
+	{                                                                               \
+		ready();                                                                \
+		if (next)                                                               \
+			return opened(next(path, flags));                               \
+		if (alt)                                                                \
+			return opened(alt(path, flags));                                \
+		return opened(raw_openat(AT_FDCWD, path, flags, 0));                   \
+	}
+#define UT_OPENAT2(name, next, alt)                                                     \
+	UT_EXPORT int name(int d, const char *path, int flags)                          \
+	{                                                                               \
+		ready();                                                                \
+		if (next)                                                               \
+			return opened(next(d, path, flags));                            \
+		if (alt)                                                                \
+			return opened(alt(d, path, flags));                             \
+		return opened(raw_openat(d, path, flags, 0));                          \
+	}
+UT_OPEN2(__open_2, ut_real.open_2, ut_real.open)
+UT_OPEN2(__open64_2, ut_real.open64_2, ut_real.open)
+UT_OPENAT2(__openat_2, ut_real.openat_2, ut_real.openat)
+UT_OPENAT2(__openat64_2, ut_real.openat64_2, ut_real.openat)
 
-UT_EXPORT int creat(const char *path, mode_t mode)
-{
-	return do_openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
-}
-UT_EXPORT int creat64(const char *path, mode_t mode)
-{
-	return do_openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
-}
+#define UT_CREAT(name, next, alt)                                                       \
+	UT_EXPORT int name(const char *path, mode_t mode)                               \
+	{                                                                               \
+		ready();                                                                \
+		if (next)                                                               \
+			return opened(next(path, mode));                                \
+		if (alt)                                                                \
+			return opened(alt(path, mode));                                 \
+		return opened(raw_openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode)); \
+	}
+UT_CREAT(creat, ut_real.creat, ut_real.creat)
+UT_CREAT(creat64, ut_real.creat64, ut_real.creat)
 
 /* exec replaces the image: companions go with O_CLOEXEC; counters are saved. */
 UT_EXPORT int execve(const char *path, char *const argv[], char *const envp[])

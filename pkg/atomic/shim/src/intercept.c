@@ -12,13 +12,6 @@
 #undef pwritev64
 #undef pwritev64v2
 
-static inline int ut_ready(void)
-{
-	if (__builtin_expect(ut_real.write == NULL, 0))
-		ut_init();
-	return ut_cfg.mode != UT_MODE_OFF;
-}
-
 /*
  * Tries to write the call untorn. Returns 1 when it handled the call (result
  * in *res, errno set on -1) and 0 when the caller must pass it through.
@@ -26,6 +19,8 @@ static inline int ut_ready(void)
  */
 static int try_slow(int fd, const struct iovec *iov, int cnt, size_t len, off_t off, int flags,
 		    ssize_t *res);
+static int try_slow_entered(int fd, const struct iovec *iov, int cnt, size_t len, off_t off,
+			    int flags, ssize_t *res);
 
 /* The pass-through checks, inlined into every entry point. */
 static inline __attribute__((always_inline)) int try_untorn(int fd, const struct iovec *iov,
@@ -71,8 +66,24 @@ static __attribute__((noinline)) int try_slow(int fd, const struct iovec *iov, i
 		UT_PASS(UT_R_APP_FLAGS);
 		return 0;
 	}
+	if (ut_depth) {
+		/* A signal handler's write while this thread is inside the library
+		 * (classifying, opening a companion, writing): shared state may be
+		 * half-way, so it goes through as it is. */
+		UT_PASS(UT_R_NESTED);
+		return 0;
+	}
+	ut_depth++;
+	int h = try_slow_entered(fd, iov, cnt, len, off, flags, res);
+	ut_depth--;
+	return h;
+}
+
+static int try_slow_entered(int fd, const struct iovec *iov, int cnt, size_t len, off_t off,
+			    int flags, ssize_t *res)
+{
 	int reason, at_pos = off < 0;
-	struct ut_fd *e = ut_lookup(fd, &reason);
+	struct ut_fd *e = ut_lookup(fd, &reason, 0);
 	ut_stats_maybe_dump();
 	if (!e) {
 		if (ut_cfg.mode == UT_MODE_STRICT && reason == UT_R_UNIT_RANGE) {
@@ -151,10 +162,24 @@ UT_EXPORT ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
 	return pwritev(fd, iov, cnt, off);
 }
 
+/* The caller asked for an atomic write group itself (off the hot path). */
+static __attribute__((noinline)) int try_group(int fd, const struct iovec *iov, int cnt, off_t off,
+					       int flags, ssize_t *res)
+{
+	if (!ut_ready()) {
+		UT_PASS(UT_R_OFF);
+		return 0;
+	}
+	return ut_group_write(fd, iov, cnt, off, flags, res);
+}
+
 UT_EXPORT ssize_t pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
 {
 	ssize_t r;
-	if (off >= 0 ? try_untorn(fd, iov, cnt, off, flags, &r)
+	if (__builtin_expect(flags & RWF_ATOMIC, 0)) {
+		if (try_group(fd, iov, cnt, off, flags, &r))
+			return r;
+	} else if (off >= 0 ? try_untorn(fd, iov, cnt, off, flags, &r)
 		     : (off == -1 && flags == 0 && try_at_position(fd, iov, cnt, &r)))
 		return r;
 	if (ut_real.pwritev2)

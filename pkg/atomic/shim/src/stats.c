@@ -37,6 +37,17 @@ static const char *const reason_names[UT_R_COUNT] = {
 	[UT_R_BUFFERED_ASYNC] = "async_buffered",
 	[UT_R_FIXED_FILE] = "uring_fixed_file",
 	[UT_R_UNKNOWN_FD] = "fd_changed",
+	[UT_R_NESTED] = "nested",
+	[UT_R_URING_LAYOUT] = "uring_layout",
+};
+
+static const char *const refusal_names[UT_G_COUNT] = {
+	[UT_G_NOT_ATOMIC] = "not_atomic",
+	[UT_G_LENGTH] = "length",
+	[UT_G_ALIGNMENT] = "alignment",
+	[UT_G_SEGMENTS] = "segments",
+	[UT_G_FLAGS] = "flags",
+	[UT_G_ERROR] = "error",
 };
 
 const char *ut_reason_name(int r) { return reason_names[r]; }
@@ -136,13 +147,20 @@ static int format(char *b, size_t n, const char *why)
 		"\"split_writes\":%llu,\"buffered_atomic\":%llu,\"direct_fd_atomic\":%llu,"
 		"\"companion_opens\":%llu,\"aio_submits\":%llu,\"aio_atomic\":%llu,"
 		"\"uring_submits\":%llu,\"uring_atomic\":%llu,\"direct_unsafe\":%llu,"
-		"\"strict_failures\":%llu,\"write_errors\":%llu,\"passthrough\":{",
+		"\"strict_failures\":%llu,\"write_errors\":%llu,"
+		"\"group_asked\":%llu,\"group_done\":%llu,\"group_kernel\":%llu,\"group_refused\":{",
 		(int)getpid(), (int)getppid(), exe, why, mode_name(), ut_cfg.unit,
 		tri(ut_cfg.hardware), tri(ut_buffered_atomic), ut_fsi.unit_min, ut_fsi.unit_max,
 		ut_fsi.unit_max_opt, LD(atomic_writes), LD(atomic_bytes), LD(atomic_syscalls),
 		LD(split_writes), LD(buffered_atomic), LD(direct_fd_atomic), LD(companion_opens),
 		LD(aio_submits), LD(aio_atomic), LD(uring_submits), LD(uring_atomic),
-		LD(direct_unsafe), LD(strict_failures), LD(write_errors));
+		LD(direct_unsafe), LD(strict_failures), LD(write_errors), LD(group_asked),
+		LD(group_done), LD(group_kernel));
+	for (int g = 0; g < UT_G_COUNT && k > 0 && (size_t)k < n; g++)
+		k += snprintf(b + k, n - (size_t)k, "%s\"%s\":%llu", g ? "," : "", refusal_names[g],
+			      LD(group_refused[g]));
+	if (k > 0 && (size_t)k < n)
+		k += snprintf(b + k, n - (size_t)k, "},\"passthrough\":{");
 	for (int r = 0; r < UT_R_COUNT && k > 0 && (size_t)k < n; r++)
 		k += snprintf(b + k, n - (size_t)k, "%s\"%s\":%llu", r ? "," : "", reason_names[r],
 			      (unsigned long long)pass_total(r));

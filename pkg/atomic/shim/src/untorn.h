@@ -45,7 +45,21 @@ enum ut_reason {
 	UT_R_BUFFERED_ASYNC, /* aio/uring write on a buffered descriptor */
 	UT_R_FIXED_FILE,   /* io_uring registered file: descriptor unknown */
 	UT_R_UNKNOWN_FD,   /* fd state changed under us (closed concurrently) */
+	UT_R_NESTED,       /* a signal handler's write inside the library's own call */
+	UT_R_URING_LAYOUT, /* the running liburing's ring layout is not the known one */
 	UT_R_COUNT
+};
+
+/* Why a buffered atomic write group (the caller's RWF_ATOMIC) was refused;
+ * indexes ut_stats.group_refused. */
+enum ut_group_refusal {
+	UT_G_NOT_ATOMIC, /* EOPNOTSUPP: no atomic writes for this file (fs, type, mode) */
+	UT_G_LENGTH,     /* EINVAL: length not a power of two or outside [min,max] */
+	UT_G_ALIGNMENT,  /* EINVAL: offset not aligned to the length */
+	UT_G_SEGMENTS,   /* EINVAL: more buffers than IOV_MAX */
+	UT_G_FLAGS,      /* flags other than DSYNC/SYNC/HIPRI: the kernel answers */
+	UT_G_ERROR,      /* the atomic write itself failed (errno passed on) */
+	UT_G_COUNT
 };
 
 struct ut_stats {
@@ -63,6 +77,10 @@ struct ut_stats {
 	uint64_t direct_unsafe;   /* unsafe-direct-bench writes (no RWF_ATOMIC) */
 	uint64_t strict_failures; /* writes failed with EIO in strict mode */
 	uint64_t write_errors;    /* atomic writes that returned an error */
+	uint64_t group_asked;     /* pwritev2(RWF_ATOMIC) calls on buffered descriptors */
+	uint64_t group_done;      /* ... written by the library as one atomic write */
+	uint64_t group_kernel;    /* ... handed to a kernel that takes buffered RWF_ATOMIC */
+	uint64_t group_refused[UT_G_COUNT];
 	uint64_t pass[UT_R_COUNT];
 };
 
@@ -74,12 +92,16 @@ struct ut_fd {
 	int32_t owner;     /* > 0: this number is the companion of fd owner-1 */
 	uint32_t unit;
 	uint32_t unit_max; /* the filesystem's atomic unit max */
+	uint32_t unit_min; /* the filesystem's atomic unit min */
+	uint32_t max_opt;  /* the filesystem's fast atomic limit (0: none reported) */
+	uint32_t group_ok; /* buffered atomic write groups possible (fs atomic, writable) */
 	uint32_t direct; /* caller's descriptor is O_DIRECT */
 	uint32_t mem_align;
 	uint64_t dev, ino;
 };
 
-enum { UT_FD_UNKNOWN = 0, UT_FD_NO = 1, UT_FD_YES = 2 };
+/* UT_FD_BUSY: one thread is classifying the number (no lock is held). */
+enum { UT_FD_UNKNOWN = 0, UT_FD_NO = 1, UT_FD_YES = 2, UT_FD_BUSY = 3 };
 
 struct ut_config {
 	int mode;
@@ -144,13 +166,51 @@ struct ut_real {
 	int (*uring_submit_and_wait)(void *, unsigned);
 	int (*uring_submit_and_wait_timeout)(void *, void **, unsigned, void *, void *);
 	int (*uring_submit_and_get_events)(void *);
+	int (*open)(const char *, int, ...);
+	int (*open64)(const char *, int, ...);
+	int (*openat)(int, const char *, int, ...);
+	int (*openat64)(int, const char *, int, ...);
+	int (*open_2)(const char *, int);
+	int (*open64_2)(const char *, int);
+	int (*openat_2)(int, const char *, int);
+	int (*openat64_2)(int, const char *, int);
+	int (*creat)(const char *, mode_t);
+	int (*creat64)(const char *, mode_t);
+	int (*dup)(int);
+	int (*fcntl)(int, int, ...);
+	int (*fcntl64)(int, int, ...);
+	int uring_layout_ok; /* the running liburing's ring layout is the known one */
 };
 extern struct ut_real ut_real;
 void ut_resolve(void);
 
+/* ut_inited: 0 not yet, 1 being initialised, 2 ready. */
+extern int ut_inited;
+/* Depth of the library's own calls on this thread: a write that arrives
+ * while it is > 0 comes from a signal handler (or a function the library
+ * called) and is passed through without touching any shared state. */
+extern __thread int ut_depth __attribute__((tls_model("initial-exec")));
+
 /* core.c */
 void ut_init(void);
-struct ut_fd *ut_lookup(int fd, int *reason);
+/* Ready for work: initialised and not off. A call made while this thread is
+ * initialising the library passes through. */
+static inline int ut_ready(void)
+{
+	if (__builtin_expect(__atomic_load_n(&ut_inited, __ATOMIC_ACQUIRE) != 2, 0)) {
+		ut_init();
+		if (__atomic_load_n(&ut_inited, __ATOMIC_ACQUIRE) != 2)
+			return 0;
+	}
+	return ut_cfg.mode != UT_MODE_OFF;
+}
+/* group: also return a descriptor that does not qualify for unaware page
+ * writes but can take buffered atomic write groups (e->group_ok). */
+struct ut_fd *ut_lookup(int fd, int *reason, int group);
+int ut_companion(int fd, struct ut_fd *e);
+ssize_t ut_write_piece(int target, const struct iovec *iov, int cnt, size_t skip, size_t len,
+		       off_t off, int flags, size_t align);
+int ut_group_write(int fd, const struct iovec *iov, int cnt, off_t off, int flags, ssize_t *res);
 ssize_t ut_write_at(int fd, struct ut_fd *e, const struct iovec *iov, int cnt,
 		    size_t len, off_t off, int flags);
 void ut_release(struct ut_fd *e);

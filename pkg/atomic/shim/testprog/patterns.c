@@ -13,7 +13,9 @@
  *
  * Prints one line "qualifying=<calls> pieces=<n> other=<calls>": the writes
  * whose offset and length are multiples of UNIT (the ones the shim must make
- * untorn on an atomic filesystem) and their unit-sized pieces.
+ * untorn on an atomic filesystem) and the atomic writes they become (one per
+ * call where the filesystem takes the whole range, else the largest aligned
+ * pieces).
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -34,6 +36,7 @@
 #define FSIZE (1 << 20)
 
 static size_t unit;
+static size_t cap; /* the largest atomic write the shim issues for one call */
 static long qual, pieces, other;
 static unsigned char *ref;
 
@@ -48,11 +51,53 @@ static uint64_t rnd(void)
 	return rnd_state;
 }
 
+/* struct statx's atomic write fields (Linux 6.16), for both libcs. */
+struct sx {
+	uint32_t mask, blksize;
+	uint64_t attributes;
+	uint32_t nlink, uid, gid;
+	uint16_t mode, spare0;
+	uint64_t ino, size, blocks, attributes_mask;
+	struct { int64_t sec; uint32_t nsec; int32_t pad; } t[4];
+	uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
+	uint64_t mnt_id;
+	uint32_t dio_mem_align, dio_offset_align;
+	uint64_t subvol;
+	uint32_t awu_min, awu_max, awu_segments_max, dio_read_offset_align;
+	uint32_t awu_max_opt, spare2;
+	uint64_t spare3[8];
+};
+
+/* Whole-call atomicity: one write call becomes pieces that are powers of two
+ * from the unit up to the filesystem's fast limit (unit max without one),
+ * each the largest aligned at its offset. */
+static void set_cap(int fd)
+{
+	struct sx x;
+	memset(&x, 0, sizeof x);
+	cap = unit;
+	if (syscall(SYS_statx, fd, "", 0x1000 /* AT_EMPTY_PATH */, 0x10000U, &x) == 0 &&
+	    (x.mask & 0x10000U) && x.awu_max >= unit)
+		cap = x.awu_max_opt >= unit ? x.awu_max_opt : x.awu_max;
+}
+
+static long count_pieces(uint64_t off, size_t len)
+{
+	long n = 0;
+	for (size_t done = 0; done < len; n++) {
+		size_t p = unit;
+		while (p * 2 <= len - done && p * 2 <= cap && ((off + done) & (p * 2 - 1)) == 0)
+			p *= 2;
+		done += p;
+	}
+	return n;
+}
+
 static void account(off_t off, size_t len)
 {
 	if (len > 0 && off % (off_t)unit == 0 && len % unit == 0) {
 		__atomic_fetch_add(&qual, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&pieces, (long)(len / unit), __ATOMIC_RELAXED);
+		__atomic_fetch_add(&pieces, count_pieces((uint64_t)off, len), __ATOMIC_RELAXED);
 	} else {
 		__atomic_fetch_add(&other, 1, __ATOMIC_RELAXED);
 	}
@@ -104,6 +149,7 @@ static int open_file(const char *path)
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0 || ftruncate(fd, FSIZE) != 0)
 		die("open %s: %s", path, strerror(errno));
+	set_cap(fd);
 	return fd;
 }
 
