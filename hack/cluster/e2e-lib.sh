@@ -1,5 +1,5 @@
 # Helpers of hack/e2e.sh: kubectl/helm in the cluster, waiting, evidence,
-# check bookkeeping. Sourced after hack/cluster/lib.sh.
+# check bookkeeping. Sourced after hack/cluster/lib.sh (which has poll).
 # shellcheck shell=bash
 
 k() { "$LC" kubectl "$@"; }
@@ -81,20 +81,6 @@ cluster_evidence() {
 	k get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 40
 	driver_logs 60
 	LOG_LINES=30 "$LC" logs 2>&1
-}
-
-# poll SECONDS WHAT CMD...: run CMD every 2 s until it succeeds
-poll() {
-	local secs=$1 what=$2
-	shift 2
-	local end=$((SECONDS + secs))
-	until "$@" > /dev/null 2>&1; do
-		if [ $SECONDS -ge $end ]; then
-			echo "timed out after ${secs}s waiting for $what"
-			return 1
-		fi
-		sleep 2
-	done
 }
 
 helm_install() {

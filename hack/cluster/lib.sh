@@ -30,4 +30,23 @@ SIDECAR_BIN=$UNTORN_CACHE/sidecars
 IMAGE_DIR=$UNTORN_CACHE/images
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+die() {
+	log "ERROR: $*"
+	exit 1
+}
+
+# poll SECONDS WHAT CMD...: run CMD (output discarded) every POLL_INTERVAL
+# seconds (default 1) until it succeeds; after SECONDS say what timed out and
+# return 1.
+poll() {
+	local secs=$1 what=$2
+	shift 2
+	local end=$((SECONDS + secs))
+	until "$@" > /dev/null 2>&1; do
+		if [ $SECONDS -ge $end ]; then
+			log "timed out after ${secs}s waiting for $what"
+			return 1
+		fi
+		sleep "${POLL_INTERVAL:-1}"
+	done
+}
