@@ -7,13 +7,17 @@
 // container and init container, LD_PRELOAD pointing at the glibc or musl
 // build of the shim, and UNTORN_UNIT, the database page size in bytes.
 // Injection is idempotent: a pod, or a container, that already carries the
-// volume, the mount or the variables is left as it is.
+// volume, the mount or the variables is left as it is. An opted-in pod that
+// would not run the shim in every container (its own volume or mount where
+// the shim is loaded from, LD_PRELOAD or UNTORN_* variables the webhook
+// cannot see or that switch the shim off) is denied.
 package webhook
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"strconv"
 	"strings"
 
@@ -149,23 +153,18 @@ func (c Config) Patch(pod *corev1.Pod) ([]PatchOperation, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ops []PatchOperation
-	if !hasVolume(pod.Spec.Volumes) {
-		readOnly := true
-		vol := corev1.Volume{Name: VolumeName, VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{
-			Driver:           c.DriverName,
-			ReadOnly:         &readOnly,
-			VolumeAttributes: map[string]string{VolumeTypeAttribute: VolumeTypeShim},
-		}}}
-		ops = appendItem(ops, "/spec/volumes", pod.Spec.Volumes == nil, vol)
-	}
 	preload := PreloadPath(libc)
 	unitText := strconv.FormatInt(unit, 10)
-	for i := range pod.Spec.InitContainers {
-		ops = append(ops, containerOps(fmt.Sprintf("/spec/initContainers/%d", i), &pod.Spec.InitContainers[i], preload, unitText)...)
+	if err := c.check(pod, libc, preload, unitText); err != nil {
+		return nil, err
 	}
-	for i := range pod.Spec.Containers {
-		ops = append(ops, containerOps(fmt.Sprintf("/spec/containers/%d", i), &pod.Spec.Containers[i], preload, unitText)...)
+	var ops []PatchOperation
+	if !hasVolume(pod.Spec.Volumes) {
+		vol := corev1.Volume{Name: VolumeName, VolumeSource: c.shimSource()}
+		ops = appendItem(ops, "/spec/volumes", pod.Spec.Volumes == nil, vol)
+	}
+	for _, ctr := range containers(pod) {
+		ops = append(ops, containerOps(ctr, preload, unitText)...)
 	}
 	return ops, nil
 }
@@ -179,17 +178,21 @@ func (c Config) PatchJSON(pod *corev1.Pod) ([]byte, error) {
 	return json.Marshal(ops)
 }
 
-func containerOps(base string, ctr *corev1.Container, preload, unit string) []PatchOperation {
+// containerOps injects into one container of a pod that passed check: any
+// mount of the shim volume is the right one, LD_PRELOAD and UNTORN_UNIT are
+// plain values set at most once, and UNTORN_UNIT agrees with the pod's unit.
+func containerOps(ctr container, preload, unit string) []PatchOperation {
 	var ops []PatchOperation
-	if !hasMount(ctr.VolumeMounts) {
+	base, mounts, env := ctr.path, ctr.mounts(), ctr.env()
+	if !hasMount(mounts) {
 		m := corev1.VolumeMount{Name: VolumeName, MountPath: MountPath, ReadOnly: true}
-		ops = appendItem(ops, base+"/volumeMounts", ctr.VolumeMounts == nil, m)
+		ops = appendItem(ops, base+"/volumeMounts", mounts == nil, m)
 	}
-	envNil := ctr.Env == nil
-	if i := envIndex(ctr.Env, envPreload); i < 0 {
+	envNil := env == nil
+	if i := envIndex(env, envPreload); i < 0 {
 		ops = appendItem(ops, base+"/env", envNil, corev1.EnvVar{Name: envPreload, Value: preload})
 		envNil = false
-	} else if e := ctr.Env[i]; e.ValueFrom == nil && !containsField(e.Value, preload) {
+	} else if e := env[i]; !containsField(e.Value, preload) {
 		// Keep the container's own preloads; ours goes first so that its
 		// write wrappers see the calls before anything else does.
 		value := preload
@@ -198,7 +201,7 @@ func containerOps(base string, ctr *corev1.Container, preload, unit string) []Pa
 		}
 		ops = append(ops, PatchOperation{Op: "replace", Path: fmt.Sprintf("%s/env/%d/value", base, i), Value: value})
 	}
-	if envIndex(ctr.Env, envUnit) < 0 {
+	if envIndex(env, envUnit) < 0 {
 		ops = appendItem(ops, base+"/env", envNil, corev1.EnvVar{Name: envUnit, Value: unit})
 	}
 	return ops
@@ -223,7 +226,7 @@ func hasVolume(vols []corev1.Volume) bool {
 
 func hasMount(mounts []corev1.VolumeMount) bool {
 	for _, m := range mounts {
-		if m.Name == VolumeName || m.MountPath == MountPath {
+		if m.Name == VolumeName {
 			return true
 		}
 	}
@@ -242,8 +245,8 @@ func envIndex(env []corev1.EnvVar, name string) int {
 // containsField reports whether an LD_PRELOAD list (colon or space
 // separated) already names lib.
 func containsField(list, lib string) bool {
-	for _, f := range strings.FieldsFunc(list, func(r rune) bool { return r == ':' || r == ' ' }) {
-		if f == lib {
+	for _, f := range preloadFields(list) {
+		if path.Clean(f) == lib {
 			return true
 		}
 	}

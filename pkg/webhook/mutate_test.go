@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -61,7 +62,9 @@ func post(t *testing.T, in *admissionv1.AdmissionReview) *admissionv1.AdmissionR
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	webhook.NewHandler(webhook.DefaultConfig()).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/mutate-pod", bytes.NewReader(body)))
+	req := httptest.NewRequest(http.MethodPost, "/mutate-pod", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	webhook.NewHandler(webhook.DefaultConfig()).ServeHTTP(rec, req)
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}
@@ -165,7 +168,7 @@ func TestReview(t *testing.T) {
 	injected := apply(t, labelled(nil), webhook.NewHandler(webhook.DefaultConfig()).Review(review(t, labelled(nil), pods).Request))
 	twoCtr := labelled(map[string]string{webhook.UnitAnnotation: "16Ki"},
 		corev1.Container{Name: "db", Env: []corev1.EnvVar{{Name: "LD_PRELOAD", Value: "/usr/lib/libjemalloc.so.2"}}},
-		corev1.Container{Name: "exporter", Env: []corev1.EnvVar{{Name: "UNTORN_UNIT", Value: "4096"}}})
+		corev1.Container{Name: "exporter", Env: []corev1.EnvVar{{Name: "UNTORN_UNIT", Value: "16384"}}})
 	twoCtr.Spec.InitContainers = []corev1.Container{{Name: "initdb", VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib/postgresql"}}}}
 	twoCtr.Spec.Volumes = []corev1.Volume{{Name: "data"}}
 	unlabelled := labelled(map[string]string{webhook.LibcAnnotation: "musl"})
@@ -195,14 +198,14 @@ func TestReview(t *testing.T) {
 		{name: "unit too large", pod: labelled(map[string]string{webhook.UnitAnnotation: "2Mi"}), resource: pods},
 		{name: "bad libc annotation", pod: labelled(map[string]string{webhook.LibcAnnotation: "uclibc"}), resource: pods},
 		{name: "other resource untouched", pod: labelled(nil), resource: metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, allowed: true},
-		{name: "init containers, own preload and own unit kept", pod: twoCtr, resource: pods, allowed: true, patched: true,
+		{name: "init containers, own preload and matching own unit kept", pod: twoCtr, resource: pods, allowed: true, patched: true,
 			check: func(t *testing.T, got *corev1.Pod) {
 				db, exporter, initdb := got.Spec.Containers[0], got.Spec.Containers[1], got.Spec.InitContainers[0]
 				if v, _ := env(db, "LD_PRELOAD"); v != glibc+":/usr/lib/libjemalloc.so.2" {
 					t.Errorf("db LD_PRELOAD %q", v)
 				}
-				if v, _ := env(exporter, "UNTORN_UNIT"); v != "4096" {
-					t.Errorf("exporter kept no own UNTORN_UNIT: %q", v)
+				if v, n := env(exporter, "UNTORN_UNIT"); v != "16384" || n != 1 {
+					t.Errorf("exporter UNTORN_UNIT %q (%d entries), want its own 16384 once", v, n)
 				}
 				if v, _ := env(initdb, "UNTORN_UNIT"); v != "16384" {
 					t.Errorf("initdb UNTORN_UNIT %q", v)
@@ -270,21 +273,32 @@ func TestParseUnit(t *testing.T) {
 
 func TestServeHTTPRejectsMalformedRequests(t *testing.T) {
 	h := webhook.NewHandler(webhook.DefaultConfig())
+	const ctJSON = "application/json"
+	valid := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1"}}`
 	tests := []struct {
-		name   string
-		method string
-		body   string
-		code   int
+		name        string
+		method      string
+		contentType string
+		body        string
+		code        int
 	}{
-		{"GET", http.MethodGet, "", http.StatusMethodNotAllowed},
-		{"not JSON", http.MethodPost, "{", http.StatusBadRequest},
-		{"wrong kind", http.MethodPost, `{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"1"}}`, http.StatusBadRequest},
-		{"no request", http.MethodPost, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, http.StatusBadRequest},
+		{"GET", http.MethodGet, ctJSON, "", http.StatusMethodNotAllowed},
+		{"valid", http.MethodPost, ctJSON, valid, http.StatusOK},
+		{"JSON with charset", http.MethodPost, "application/json; charset=utf-8", valid, http.StatusOK},
+		{"no content type", http.MethodPost, "", valid, http.StatusUnsupportedMediaType},
+		{"YAML", http.MethodPost, "application/yaml", valid, http.StatusUnsupportedMediaType},
+		{"protobuf", http.MethodPost, "application/vnd.kubernetes.protobuf", valid, http.StatusUnsupportedMediaType},
+		{"not JSON", http.MethodPost, ctJSON, "{", http.StatusBadRequest},
+		{"wrong kind", http.MethodPost, ctJSON, `{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"1"}}`, http.StatusBadRequest},
+		{"no request", http.MethodPost, ctJSON, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, http.StatusBadRequest},
+		{"body over the limit", http.MethodPost, ctJSON, valid + strings.Repeat(" ", webhook.MaxReviewBytes), http.StatusRequestEntityTooLarge},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(tc.method, "/mutate-pod", bytes.NewBufferString(tc.body)))
+			req := httptest.NewRequest(tc.method, "/mutate-pod", bytes.NewBufferString(tc.body))
+			req.Header.Set("Content-Type", tc.contentType)
+			h.ServeHTTP(rec, req)
 			if rec.Code != tc.code {
 				t.Errorf("status %d, want %d", rec.Code, tc.code)
 			}

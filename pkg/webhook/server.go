@@ -78,6 +78,75 @@ type ServerOptions struct {
 	CertFile string
 	KeyFile  string
 	Config   Config
+	// Limits bound each connection; zero fields take DefaultLimits.
+	Limits Limits
+}
+
+// Limits bound what one client can hold of the server. Without them a
+// client that sends headers and then a body one byte at a time keeps a
+// connection (and a handler) busy for as long as it likes; enough of those
+// and the API server's own calls time out, which with failurePolicy Ignore
+// would admit opted-in pods without the shim.
+type Limits struct {
+	// ReadHeaderTimeout bounds the TLS handshake and the request headers.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds the whole request, body included.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds the time from the end of the headers to the end
+	// of the response.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection that sends nothing.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers.
+	MaxHeaderBytes int
+}
+
+// DefaultLimits fit the API server's webhook calls: at most 30 s
+// (timeoutSeconds), a few KiB of headers and a body of at most
+// MaxReviewBytes, which the handler enforces.
+func DefaultLimits() Limits {
+	return Limits{
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      20 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = d.ReadHeaderTimeout
+	}
+	if l.ReadTimeout <= 0 {
+		l.ReadTimeout = d.ReadTimeout
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = d.WriteTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	return l
+}
+
+// NewServer returns the HTTP server for handler with every limit set (zero
+// fields of l take DefaultLimits). tlsConfig may be nil for plain HTTP.
+func NewServer(handler http.Handler, l Limits, tlsConfig *tls.Config) *http.Server {
+	l = l.withDefaults()
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		TLSConfig:         tlsConfig,
+	}
 }
 
 // Mux returns the HTTP routes: /mutate-pod and /healthz.
@@ -100,11 +169,8 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           Mux(NewHandler(opts.Config)),
-		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: reloader.GetCertificate},
-	}
+	srv := NewServer(Mux(NewHandler(opts.Config)), opts.Limits,
+		&tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: reloader.GetCertificate})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
