@@ -155,7 +155,7 @@ func newFakeDriver(t *testing.T) *fakeEnv {
 	}
 	d, err := New(Options{
 		Mode: ModeAll, Endpoint: "unix://" + dir + "/csi.sock", NodeID: "node-1", Backend: "loop",
-		LoopDir: dir, SysfsRoot: "/sys", StateDir: dir + "/state", ShimDir: dir + "/shim",
+		LoopDir: dir + "/loop", SysfsRoot: "/sys", StateDir: dir + "/state", ShimDir: dir + "/shim",
 	}, Deps{
 		Backend: e.backend, Mounter: mount.NewSafeFormatAndMount(e.mounter, e.exec), Exec: e.exec, Atomic: e.atomic,
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
@@ -20,22 +21,31 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 }
 
 func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequest) error {
-	id, target, vc := req.GetVolumeId(), req.GetTargetPath(), req.GetVolumeCapability()
+	id, vc := req.GetVolumeId(), req.GetVolumeCapability()
 	if id == "" {
 		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
 	}
-	if err := checkPath("target_path", target); err != nil {
+	if err := checkPath("target_path", req.GetTargetPath()); err != nil {
 		return err
 	}
 	if err := checkCapability(vc, ""); err != nil {
 		return err
 	}
+	kind := pathDir
+	if vc.GetBlock() != nil {
+		kind = pathFile
+	}
+	target, err := d.nodePath("target_path", req.GetTargetPath(), kind)
+	if err != nil {
+		return err
+	}
 	if req.GetVolumeContext()[contextEphemeral] == "true" {
-		return d.publishEphemeral(req)
+		return d.publishEphemeral(req, target)
 	}
 	if err := checkPath("staging_target_path", req.GetStagingTargetPath()); err != nil {
 		return err
 	}
+	staging := filepath.Clean(req.GetStagingTargetPath())
 	vol, release, err := d.lockVolume(ctx, id)
 	if err != nil {
 		return err
@@ -44,49 +54,70 @@ func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequ
 	if err := checkCapability(vc, vol.Meta[ParamFSType]); err != nil {
 		return err
 	}
+	st, ok, err := d.state.get(id)
+	if err != nil {
+		return err
+	}
+	if !ok || st.Block != (vc.GetBlock() != nil) {
+		return fmt.Errorf("%w: volume %s has not been staged on this node as a %s volume", ErrNotStaged, id, accessKind(vc))
+	}
+	if staging != st.StagingPath {
+		return fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, staging, id, st.StagingPath)
+	}
+	if overlaps(target, st.StagingPath) {
+		return fmt.Errorf("%w: target_path %s overlaps the volume's staging path %s", ErrInvalidArgument, target, st.StagingPath)
+	}
+	if err := d.claimedByOther(id, "target_path", target); err != nil {
+		return err
+	}
 	opts := []string{"bind"}
 	if req.GetReadonly() || vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY {
 		opts = append(opts, "ro")
 	}
 
 	if vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
-		if err := d.singleWriter(ctx, id, req.GetStagingTargetPath(), target); err != nil {
+		if err := d.singleWriter(ctx, id, st.StagingPath, target); err != nil {
 			return err
 		}
 	}
 
-	var source string
-	if vc.GetBlock() != nil {
-		st, ok, err := d.state.get(id)
-		if err != nil {
-			return err
-		}
-		if !ok || !st.Block {
-			return fmt.Errorf("%w: block volume %s has not been staged on this node", ErrNotStaged, id)
-		}
-		source = st.Device
-		if err := makeFile(target); err != nil {
+	source := st.Device
+	if st.Block {
+		if err := makeFileNoFollow("target_path", target); err != nil {
 			return err
 		}
 	} else {
-		staged, err := d.mounter.IsMountPoint(req.GetStagingTargetPath())
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("check staging mount: %w", err)
+		mp, err := d.mountAt(st.StagingPath)
+		if err != nil {
+			return err
 		}
-		if !staged {
-			return fmt.Errorf("%w: %s is not mounted; call NodeStageVolume first", ErrNotStaged, req.GetStagingTargetPath())
+		if mp == nil || !fromSource(mp, st.Device) {
+			return fmt.Errorf("%w: %s does not hold volume %s; call NodeStageVolume first", ErrNotStaged, st.StagingPath, id)
 		}
-		source = req.GetStagingTargetPath()
-		if err := os.MkdirAll(target, 0o750); err != nil {
-			return fmt.Errorf("create target_path: %w", err)
+		source = st.StagingPath
+		if err := mkdirNoFollow("target_path", target); err != nil {
+			return err
 		}
 		opts = append(opts, vc.GetMount().GetMountFlags()...)
 	}
-	if err := d.bindOnce(source, target, opts); err != nil {
+	if err := d.bindOnce(source, st.Device, target, opts); err != nil {
 		return err
+	}
+	if !slices.Contains(st.Targets, target) {
+		st.Targets = append(st.Targets, target)
+		if err := d.state.put(st); err != nil {
+			return fmt.Errorf("record published volume: %w", err)
+		}
 	}
 	klog.InfoS("published volume", "volumeID", id, "targetPath", target, "options", opts)
 	return nil
+}
+
+func accessKind(vc *csi.VolumeCapability) string {
+	if vc.GetBlock() != nil {
+		return "block"
+	}
+	return "mount"
 }
 
 // singleWriter refuses a second publication of a SINGLE_NODE_SINGLE_WRITER
@@ -107,9 +138,10 @@ func (d *Driver) singleWriter(ctx context.Context, id, staging, target string) e
 	return nil
 }
 
-// publishEphemeral serves the shim directory as an inline ephemeral volume.
-func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) error {
-	id, target := req.GetVolumeId(), req.GetTargetPath()
+// publishEphemeral serves the shim directory as an inline ephemeral volume
+// at target (already checked by nodePath).
+func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest, target string) error {
+	id := req.GetVolumeId()
 	if t := req.GetVolumeContext()[contextType]; t != typeShim {
 		return fmt.Errorf("%w: inline ephemeral volumes must have volumeAttributes type=%s, got %q", ErrInvalidArgument, typeShim, t)
 	}
@@ -122,28 +154,36 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) error {
 	if fi, err := os.Stat(d.opts.ShimDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("%w: shim directory %s is not available on this node", ErrNotStaged, d.opts.ShimDir)
 	}
+	if err := d.claimedByOther(id, "target_path", target); err != nil {
+		return err
+	}
 	release, err := d.inflight.acquire(id)
 	if err != nil {
 		return err
 	}
 	defer release()
-	if err := os.MkdirAll(target, 0o750); err != nil {
-		return fmt.Errorf("create target_path: %w", err)
+	if err := mkdirNoFollow("target_path", target); err != nil {
+		return err
 	}
-	if err := d.bindOnce(d.opts.ShimDir, target, []string{"bind", "ro"}); err != nil {
+	if err := d.bindOnce(d.opts.ShimDir, d.opts.ShimDir, target, []string{"bind", "ro"}); err != nil {
 		return err
 	}
 	klog.InfoS("published shim volume", "volumeID", id, "targetPath", target, "shimDir", d.opts.ShimDir)
 	return nil
 }
 
-// bindOnce bind-mounts source at target unless target is already a mount point.
-func (d *Driver) bindOnce(source, target string, opts []string) error {
-	mounted, err := d.mounter.IsMountPoint(target)
+// bindOnce bind-mounts source at target unless target already holds want
+// (the volume's device, or the shim directory); a target holding anything
+// else is refused.
+func (d *Driver) bindOnce(source, want, target string, opts []string) error {
+	mp, err := d.mountAt(target)
 	if err != nil {
-		return fmt.Errorf("check mount at %s: %w", target, err)
+		return err
 	}
-	if mounted {
+	if mp != nil {
+		if !fromSource(mp, want) {
+			return fmt.Errorf("%w: target_path %s already holds %s, not %s", ErrVolumeInUse, target, mp.Device, want)
+		}
 		klog.V(4).InfoS("already mounted", "targetPath", target)
 		return nil
 	}
@@ -153,31 +193,20 @@ func (d *Driver) bindOnce(source, target string, opts []string) error {
 	return nil
 }
 
-// makeFile creates an empty file (a block volume's target) and its parent.
-func makeFile(p string) error {
-	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-		return fmt.Errorf("create target_path parent: %w", err)
-	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY, 0o640)
-	if err != nil {
-		return fmt.Errorf("create target_path: %w", err)
-	}
-	return f.Close()
-}
-
 func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
-	if err := d.nodeUnpublish(req); err != nil {
+	if err := d.nodeUnpublish(ctx, req); err != nil {
 		return nil, toStatus(err)
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
 }
 
-func (d *Driver) nodeUnpublish(req *csi.NodeUnpublishVolumeRequest) error {
-	id, target := req.GetVolumeId(), req.GetTargetPath()
+func (d *Driver) nodeUnpublish(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) error {
+	id := req.GetVolumeId()
 	if id == "" {
 		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
 	}
-	if err := checkPath("target_path", target); err != nil {
+	target, err := d.nodePath("target_path", req.GetTargetPath(), pathAny)
+	if err != nil {
 		return err
 	}
 	if !validToken(id) {
@@ -188,10 +217,34 @@ func (d *Driver) nodeUnpublish(req *csi.NodeUnpublishVolumeRequest) error {
 		return err
 	}
 	defer release()
-	if err := d.unmountAll(target); err != nil {
+	var st stagedVolume
+	staged := false
+	source := func() (string, error) { return d.opts.ShimDir, nil }
+	if validVolumeID(id) {
+		if st, staged, err = d.state.get(id); err != nil {
+			return err
+		}
+		source = func() (string, error) { return d.volumeDevice(ctx, id, st, staged) }
+	}
+	wasMounted, err := d.mountAt(target)
+	if err != nil {
 		return err
 	}
-	// The target is ours to remove (CSI: the plugin creates and deletes it).
+	if err := d.unmountOwn(id, "target_path", target, source); err != nil {
+		return err
+	}
+	recorded := staged && slices.Contains(st.Targets, target)
+	if recorded {
+		st.Targets = slices.DeleteFunc(st.Targets, func(t string) bool { return t == target })
+		if err := d.state.put(st); err != nil {
+			return fmt.Errorf("record unpublished volume: %w", err)
+		}
+	}
+	// The target is ours to remove (CSI: the plugin creates and deletes
+	// it) when it was published for this volume; any other path is left.
+	if wasMounted == nil && !recorded {
+		return nil
+	}
 	if _, err := os.Lstat(target); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
-	mount "k8s.io/mount-utils"
 
 	untorn "github.com/untorn/untorn/pkg/atomic"
 )
@@ -34,14 +32,19 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 }
 
 func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest) error {
-	id, staging, vc := req.GetVolumeId(), req.GetStagingTargetPath(), req.GetVolumeCapability()
+	id, vc := req.GetVolumeId(), req.GetVolumeCapability()
 	if id == "" {
 		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
 	}
-	if err := checkPath("staging_target_path", staging); err != nil {
+	if err := checkCapability(vc, ""); err != nil {
 		return err
 	}
-	if err := checkCapability(vc, ""); err != nil {
+	kind := pathDir
+	if vc.GetBlock() != nil {
+		kind = pathAny // nothing is created or mounted at a block volume's staging path
+	}
+	staging, err := d.nodePath("staging_target_path", req.GetStagingTargetPath(), kind)
+	if err != nil {
 		return err
 	}
 	vol, release, err := d.lockVolume(ctx, id)
@@ -56,6 +59,13 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 	if err := checkCapability(vc, string(spec.FSType)); err != nil {
 		return err
 	}
+	if err := d.claimedByOther(id, "staging_target_path", staging); err != nil {
+		return err
+	}
+	prev, hadPrev, err := d.state.get(id)
+	if err != nil {
+		return err
+	}
 	tm := newPhases()
 	defer tm.log(id)
 	dev, err := d.backend.Attach(ctx, id)
@@ -63,11 +73,17 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 		return fmt.Errorf("attach volume %s: %w", id, err)
 	}
 	tm.mark("attach")
+	if err := d.stagedElsewhere(prev, hadPrev, staging, dev); err != nil {
+		return err
+	}
 	limits, err := d.atomic.Probe(dev)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", dev, err)
 	}
 	st := stagedVolume{VolumeID: id, StagingPath: staging, Device: dev, Policy: string(spec.Policy), Unit: spec.Unit, Limits: limits}
+	if hadPrev && prev.StagingPath == staging {
+		st.Targets = prev.Targets
+	}
 
 	if vc.GetBlock() != nil {
 		// Raw block: nothing to format or mount; record what the device offers.
@@ -81,29 +97,36 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 				return fmt.Errorf("%w: %s", ErrAtomicUnavailable, st.Verified.Reason)
 			}
 		}
+		if vol.Meta[metaFormatState] == formatBlank {
+			// From now on the device may hold the pod's data.
+			if err := d.backend.SetMeta(ctx, id, map[string]string{metaFormatState: formatRaw}); err != nil {
+				return fmt.Errorf("record format state of volume %s: %w", id, err)
+			}
+		}
 		return d.record(ctx, st)
 	}
 
-	if err := os.MkdirAll(staging, 0o750); err != nil {
-		return fmt.Errorf("create staging_target_path: %w", err)
+	if err := mkdirNoFollow("staging_target_path", staging); err != nil {
+		return err
 	}
-	mounted, err := d.mounter.IsMountPoint(staging)
+	mp, err := d.mountAt(staging)
 	if err != nil {
-		return fmt.Errorf("check mount at %s: %w", staging, err)
+		return err
 	}
+	mounted := mp != nil
 	if mounted {
-		src, _, err := mount.GetDeviceNameFromMount(d.mounter, staging)
-		if err != nil {
-			return fmt.Errorf("find device mounted at %s: %w", staging, err)
+		if !fromSource(mp, dev) {
+			return fmt.Errorf("%w: %s already holds %s, not volume %s (%s)", ErrAlreadyExists, staging, mp.Device, id, dev)
 		}
-		if src != dev {
-			return fmt.Errorf("%w: %s already holds %s, not volume %s (%s)", ErrAlreadyExists, staging, src, id, dev)
-		}
-		if _, ok, err := d.state.get(id); err != nil || ok {
+		if hadPrev && prev.StagingPath == staging {
 			klog.V(4).InfoS("volume already staged", "volumeID", id, "stagingPath", staging)
-			return err
+			return nil
 		}
 		// Mounted but not recorded (state lost): verify and record below.
+	} else if others, err := d.mountsOf(dev); err != nil {
+		return err
+	} else if len(others) > 0 {
+		return fmt.Errorf("%w: device %s of volume %s is already mounted at %v; unstage it there first", ErrVolumeInUse, dev, id, others)
 	}
 
 	plan, err := d.atomic.Plan(limits, untorn.PlanRequest{FSType: spec.FSType, Unit: spec.Unit, Cluster: spec.Cluster, Policy: spec.Policy}, dev)
@@ -122,8 +145,8 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 			opts = append(opts, "ro")
 		}
 		tm.mark("plan")
-		if err := d.mounter.FormatAndMountSensitiveWithFormatOptions(dev, staging, string(spec.FSType), opts, nil, plan.FormatOptions); err != nil {
-			return fmt.Errorf("format and mount %s at %s: %w", dev, staging, err)
+		if err := d.prepareAndMount(ctx, vol, dev, staging, spec.FSType, plan.FormatOptions, opts, readOnly); err != nil {
+			return fmt.Errorf("stage volume %s (%s) at %s: %w", id, dev, staging, err)
 		}
 		tm.mark("formatAndMount")
 	}
@@ -151,6 +174,26 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 	}
 	defer tm.mark("record")
 	return d.record(ctx, st)
+}
+
+// stagedElsewhere refuses to stage a volume at a second path while it is
+// still staged at the one recorded (a mount volume whose recorded staging
+// path no longer holds its device is no longer staged there).
+func (d *Driver) stagedElsewhere(prev stagedVolume, had bool, staging, dev string) error {
+	if !had || prev.StagingPath == staging {
+		return nil
+	}
+	if !prev.Block {
+		mp, err := d.mountAt(prev.StagingPath)
+		if err != nil {
+			return err
+		}
+		if mp == nil || !fromSource(mp, dev) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: volume %s is already staged at %s; unstage it there before staging it at %s",
+		ErrVolumeInUse, prev.VolumeID, prev.StagingPath, staging)
 }
 
 // record stores the verified limits with the volume (backend metadata and
@@ -182,12 +225,13 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	return &csi.NodeUnstageVolumeResponse{}, nil
 }
 
-func (d *Driver) nodeUnstage(_ context.Context, req *csi.NodeUnstageVolumeRequest) error {
-	id, staging := req.GetVolumeId(), req.GetStagingTargetPath()
+func (d *Driver) nodeUnstage(ctx context.Context, req *csi.NodeUnstageVolumeRequest) error {
+	id := req.GetVolumeId()
 	if id == "" {
 		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
 	}
-	if err := checkPath("staging_target_path", staging); err != nil {
+	staging, err := d.nodePath("staging_target_path", req.GetStagingTargetPath(), pathAny)
+	if err != nil {
 		return err
 	}
 	if !validVolumeID(id) {
@@ -198,8 +242,17 @@ func (d *Driver) nodeUnstage(_ context.Context, req *csi.NodeUnstageVolumeReques
 		return err
 	}
 	defer release()
-	if err := d.unmountAll(staging); err != nil {
+	st, staged, err := d.state.get(id)
+	if err != nil {
 		return err
+	}
+	if err := d.unmountOwn(id, "staging_target_path", staging, func() (string, error) { return d.volumeDevice(ctx, id, st, staged) }); err != nil {
+		return err
+	}
+	if staged && st.StagingPath != staging {
+		// The volume is staged elsewhere: this path held nothing of it.
+		klog.V(4).InfoS("unstage of a path the volume is not staged at", "volumeID", id, "stagingPath", staging, "recorded", st.StagingPath)
+		return nil
 	}
 	if err := d.state.remove(id); err != nil {
 		return err
@@ -209,15 +262,36 @@ func (d *Driver) nodeUnstage(_ context.Context, req *csi.NodeUnstageVolumeReques
 	return nil
 }
 
-// unmountAll unmounts p until it is no mount point; a missing p is fine.
-func (d *Driver) unmountAll(p string) error {
+// volumeDevice is the device of a volume: the one recorded at staging, else
+// the one the backend has attached ("" when none).
+func (d *Driver) volumeDevice(ctx context.Context, id string, st stagedVolume, staged bool) (string, error) {
+	if staged && st.Device != "" {
+		return st.Device, nil
+	}
+	vol, err := d.backend.Get(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return vol.Device, nil
+}
+
+// unmountOwn unmounts p until it is no mount point, but only mounts whose
+// source is the volume's (source is asked for only when p is mounted); a
+// mount of anything else is refused and left alone. A missing p is fine.
+func (d *Driver) unmountOwn(id, field, p string, source func() (string, error)) error {
+	src := ""
 	for i := 0; i < 8; i++ {
-		mounted, err := d.mounter.IsMountPoint(p)
-		if errors.Is(err, os.ErrNotExist) || (err == nil && !mounted) {
-			return nil
+		mp, err := d.mountAt(p)
+		if err != nil || mp == nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("check mount at %s: %w", p, err)
+		if src == "" {
+			if src, err = source(); err != nil {
+				return fmt.Errorf("%w: %s %s is mounted and volume %s cannot be looked up (%v); nothing unmounted", ErrVolumeInUse, field, p, id, err)
+			}
+		}
+		if !fromSource(mp, src) {
+			return fmt.Errorf("%w: %s %s holds %s, not volume %s; nothing unmounted", ErrVolumeInUse, field, p, mp.Device, id)
 		}
 		if err := d.mounter.Unmount(p); err != nil {
 			return fmt.Errorf("unmount %s: %w", p, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
@@ -25,6 +26,10 @@ func (d *Driver) nodeStats(ctx context.Context, req *csi.NodeGetVolumeStatsReque
 		return nil, fmt.Errorf("%w: volume_path is required", ErrInvalidArgument)
 	}
 	if _, err := d.getVolume(ctx, id); err != nil {
+		return nil, err
+	}
+	p, err := d.volumePath(id, "volume_path", p)
+	if err != nil {
 		return nil, err
 	}
 	fi, err := statVolumePath(p)
@@ -49,6 +54,37 @@ func (d *Driver) nodeStats(ctx context.Context, req *csi.NodeGetVolumeStatsReque
 		{Unit: csi.VolumeUsage_INODES, Total: fs.inodes, Available: fs.inodesFree, Used: fs.inodes - fs.inodesFree},
 	}
 	return resp, nil
+}
+
+// volumePath checks that p is a path recorded for volume id on this node
+// (its staging path or one of its targets) and that it holds the volume's
+// device now; anything else is ErrVolumeNotFound. It returns p cleaned.
+func (d *Driver) volumePath(id, field, p string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("%w: no volume at %s %q (not an absolute path)", ErrVolumeNotFound, field, p)
+	}
+	c, err := d.nodePath(field, p, pathAny)
+	if err != nil {
+		return "", err
+	}
+	st, staged, err := d.state.get(id)
+	if err != nil {
+		return "", err
+	}
+	if !staged || (c != st.StagingPath && !slices.Contains(st.Targets, c)) {
+		return "", fmt.Errorf("%w: volume %s is not staged or published at %s %s on this node", ErrVolumeNotFound, id, field, c)
+	}
+	if st.Block && c == st.StagingPath {
+		return "", fmt.Errorf("%w: block volume %s is published at its targets, not at its staging path %s", ErrVolumeNotFound, id, c)
+	}
+	mp, err := d.mountAt(c)
+	if err != nil {
+		return "", err
+	}
+	if mp == nil || !fromSource(mp, st.Device) {
+		return "", fmt.Errorf("%w: %s %s does not hold volume %s now", ErrVolumeNotFound, field, c, id)
+	}
+	return c, nil
 }
 
 // statVolumePath stats a request's volume_path; a relative or missing path
@@ -89,11 +125,14 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 	if id == "" {
 		return nil, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
 	}
+	paths := map[string]string{}
 	for _, f := range []struct{ name, p string }{{"volume_publish_path", req.GetVolumePublishPath()}, {"staging_target_path", req.GetStagingTargetPath()}} {
 		if f.p != "" {
-			if err := checkPath(f.name, f.p); err != nil {
+			c, err := d.nodePath(f.name, f.p, pathAny)
+			if err != nil {
 				return nil, err
 			}
+			paths[f.name] = c
 		}
 	}
 	if _, err := d.getVolume(ctx, id); err != nil {
@@ -114,21 +153,24 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 		}
 		return resp, nil
 	}
+	if p := paths["staging_target_path"]; p != "" && p != st.StagingPath {
+		return nil, fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, p, id, st.StagingPath)
+	}
+	if p := paths["volume_publish_path"]; p != "" && !slices.Contains(st.Targets, p) {
+		return nil, fmt.Errorf("%w: volume_publish_path %s is not a path volume %s is published at", ErrInvalidArgument, p, id)
+	}
 	if st.Block {
 		if _, err := os.Stat(st.Device); err != nil {
 			bad(csi.VolumeHealthErrorType_INACCESSIBLE, healthDeviceMissing, fmt.Sprintf("device %s: %v", st.Device, err))
 		}
 		return resp, nil
 	}
-	staging := req.GetStagingTargetPath()
-	if staging == "" {
-		staging = st.StagingPath
-	}
-	for _, p := range []string{staging, req.GetVolumePublishPath()} {
+	staging := st.StagingPath
+	for _, p := range []string{staging, paths["volume_publish_path"]} {
 		if p == "" {
 			continue
 		}
-		if mounted, err := d.mounter.IsMountPoint(p); err != nil || !mounted {
+		if mp, err := d.mountAt(p); err != nil || mp == nil || !fromSource(mp, st.Device) {
 			bad(csi.VolumeHealthErrorType_INACCESSIBLE, healthNotMounted, fmt.Sprintf("%s is not mounted", p))
 			return resp, nil
 		}
@@ -187,8 +229,21 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 		return nil, err
 	}
 	defer release()
-	if _, err := statVolumePath(p); errors.Is(err, ErrVolumeNotFound) {
+	if _, err := d.volumePath(id, "volume_path", p); err != nil {
 		return nil, err
+	}
+	st, staged, err := d.state.get(id)
+	if err != nil {
+		return nil, err
+	}
+	if sp := req.GetStagingTargetPath(); sp != "" {
+		c, err := d.nodePath("staging_target_path", sp, pathAny)
+		if err != nil {
+			return nil, err
+		}
+		if c != st.StagingPath {
+			return nil, fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, c, id, st.StagingPath)
+		}
 	}
 	spec, err := parseVolumeContext(vol.Meta)
 	if err != nil {
@@ -206,10 +261,6 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 	if err != nil {
 		return nil, fmt.Errorf("expand volume %s: %w", id, err)
 	}
-	st, staged, err := d.state.get(id)
-	if err != nil {
-		return nil, err
-	}
 	if req.GetVolumeCapability().GetBlock() != nil || (staged && st.Block) {
 		return &csi.NodeExpandVolumeResponse{CapacityBytes: vol.SizeBytes}, nil
 	}
@@ -217,12 +268,8 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 	if err != nil {
 		return nil, err
 	}
-	mountPath := p
-	if req.GetStagingTargetPath() != "" {
-		mountPath = req.GetStagingTargetPath()
-	} else if staged {
-		mountPath = st.StagingPath
-	}
+	// The filesystem is grown through the volume's own staging mount.
+	mountPath := st.StagingPath
 	if _, err := d.resizer.Resize(dev, mountPath); err != nil {
 		return nil, fmt.Errorf("grow filesystem on %s at %s: %w", dev, mountPath, err)
 	}

@@ -17,18 +17,34 @@ import (
 	untorn "github.com/untorn/untorn/pkg/atomic"
 )
 
-// scriptFormat scripts the commands SafeFormatAndMount runs on a blank
-// device: blkid (exit 2: nothing found), then mkfs.
-func scriptFormat(e *fakeEnv) {
-	blank := func() ([]byte, []byte, error) { return nil, nil, &testingexec.FakeExitError{Status: 2} }
-	ok := func() ([]byte, []byte, error) { return nil, nil, nil }
-	for _, act := range []testingexec.FakeAction{blank, ok} {
-		cmd := &testingexec.FakeCmd{CombinedOutputScript: []testingexec.FakeAction{act}}
+// step is one scripted command: its exit status and stdout.
+type step struct {
+	status int
+	stdout string
+}
+
+// scriptRun scripts the commands the driver runs (through Run), in order,
+// and returns the log of their argument vectors.
+func scriptRun(e *fakeEnv, steps ...step) *[][]string {
+	var argv [][]string
+	for _, st := range steps {
+		act := func() ([]byte, []byte, error) {
+			if st.status != 0 {
+				return []byte(st.stdout), nil, &testingexec.FakeExitError{Status: st.status}
+			}
+			return []byte(st.stdout), nil, nil
+		}
+		cmd := &testingexec.FakeCmd{RunScript: []testingexec.FakeAction{act}}
 		e.exec.CommandScript = append(e.exec.CommandScript, func(name string, args ...string) exec.Cmd {
+			argv = append(argv, append([]string{name}, args...))
 			return testingexec.InitFakeCmd(cmd, name, args...)
 		})
 	}
+	return &argv
 }
+
+// scriptFormat scripts what staging a blank volume runs: wipefs, then mkfs.
+func scriptFormat(e *fakeEnv) *[][]string { return scriptRun(e, step{}, step{}) }
 
 func createVol(t *testing.T, e *fakeEnv, params map[string]string) string {
 	t.Helper()
@@ -44,13 +60,15 @@ func TestNodeStageFormatsVerifiesAndRecords(t *testing.T) {
 	e.atomic.verify = untorn.Verification{Atomic: true, UnitMin: 4096, UnitMax: 1 << 20, Unit: 16384}
 	id := createVol(t, e, map[string]string{"fsType": "xfs"})
 	staging := filepath.Join(e.dir, "staging")
-	scriptFormat(e)
+	argv := scriptFormat(e)
 	req := &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCap(snw, "")}
 	if _, err := e.d.NodeStageVolume(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
-	if e.exec.CommandCalls != 2 {
-		t.Errorf("%d commands, want blkid and mkfs", e.exec.CommandCalls)
+	want := [][]string{{"wipefs", "-a", "/dev/fake0"},
+		{"mkfs.xfs", "-b", "size=4096", "-m", "reflink=1", "-f", "/dev/fake0"}}
+	if !slices.EqualFunc(*argv, want, slices.Equal) {
+		t.Errorf("commands %q, want %q", *argv, want)
 	}
 	if ok, _ := e.mounter.IsMountPoint(staging); !ok {
 		t.Error("staging path not mounted")
@@ -272,19 +290,16 @@ func TestNodeOtherCodes(t *testing.T) {
 			_, err := e.d.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: e.dir + "/nope"})
 			return err
 		}, codes.NotFound},
-		{"stats ok", func() error {
-			r, err := e.d.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: e.dir})
-			if err == nil && (len(r.GetUsage()) != 2 || r.GetUsage()[0].GetTotal() <= 0) {
-				t.Errorf("usage %v", r.GetUsage())
-			}
+		{"stats of a path the volume is not at", func() error {
+			_, err := e.d.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: "/etc"})
 			return err
-		}, codes.OK},
+		}, codes.NotFound},
 		{"health no id", func() error {
 			_, err := e.d.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{})
 			return err
 		}, codes.InvalidArgument},
 		{"health not staged but path given", func() error {
-			r, err := e.d.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: id, VolumePublishPath: e.dir})
+			r, err := e.d.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: id, VolumePublishPath: e.dir + "/pub"})
 			if err == nil && len(r.GetVolumeHealth().GetHealthStatuses()) != 1 {
 				t.Errorf("health %v", r.GetVolumeHealth())
 			}

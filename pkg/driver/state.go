@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	untorn "github.com/untorn/untorn/pkg/atomic"
 )
@@ -25,6 +26,9 @@ type stagedVolume struct {
 	Plan        *untorn.Plan        `json:"plan,omitempty"`
 	Verified    untorn.Verification `json:"verification"`
 	Hardware    bool                `json:"hardware"`
+	// Targets are the paths the volume is published at on this node;
+	// unpublish and stats act only on these.
+	Targets []string `json:"targets,omitempty"`
 }
 
 type stateStore struct{ dir string }
@@ -72,6 +76,32 @@ func (s *stateStore) put(v stagedVolume) error {
 	return writeFileReplace(p, b, false)
 }
 
+// list returns every staged volume recorded on this node.
+func (s *stateStore) list() ([]stagedVolume, error) {
+	ents, err := os.ReadDir(s.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []stagedVolume
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !validVolumeID(id) {
+			continue
+		}
+		v, found, err := s.get(id)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
 func (s *stateStore) remove(id string) error {
 	p, err := s.path(id)
 	if err != nil {
@@ -87,13 +117,15 @@ func (s *stateStore) remove(id string) error {
 func writeFileAtomic(p string, b []byte) error { return writeFileReplace(p, b, true) }
 
 // writeFileReplace writes b to a temporary file (synced when sync is set)
-// and renames it over p, so readers see the old or the new content.
+// and renames it over p, so readers see the old or the new content. The
+// temporary file is a new file with a random name (O_EXCL), so whatever
+// already sits in the directory, a symlink included, is never opened.
 func writeFileReplace(p string, b []byte, sync bool) error {
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+".*.tmp")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		os.Remove(tmp)
