@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -181,12 +182,56 @@ func readLimits(dir string) (DeviceLimits, error) {
 		return d, err
 	}
 	d.SizeBytes = sectors * 512
+	if err := checkLimits(dir, queue, d, sectors); err != nil {
+		return d, err
+	}
 	if ents, err := os.ReadDir(filepath.Join(dir, "slaves")); err == nil {
 		for _, e := range ents {
 			d.Slaves = append(d.Slaves, e.Name())
 		}
 	}
 	return d, nil
+}
+
+// checkLimits rejects values no kernel reports: atomic unit min, max and
+// boundary that are neither 0 nor a power of two, a unit min above the
+// unit max, block sizes that are not powers of two of at least 512, and
+// sector counts whose byte size overflows.
+func checkLimits(dir, queue string, d DeviceLimits, sectors uint64) error {
+	for _, f := range []struct {
+		name string
+		v    uint64
+	}{
+		{"atomic_write_unit_min_bytes", d.UnitMin},
+		{"atomic_write_unit_max_bytes", d.UnitMax},
+		{"atomic_write_boundary_bytes", d.Boundary},
+	} {
+		if f.v != 0 && !isPowerOfTwo(f.v) {
+			return fmt.Errorf("%s: malformed value %d: not 0 or a power of two", filepath.Join(queue, f.name), f.v)
+		}
+	}
+	if d.UnitMin != 0 && d.UnitMax != 0 && d.UnitMin > d.UnitMax {
+		return fmt.Errorf("%s: atomic_write_unit_min_bytes %d is above atomic_write_unit_max_bytes %d", queue, d.UnitMin, d.UnitMax)
+	}
+	for _, f := range []struct {
+		name string
+		v    uint64
+	}{
+		{"logical_block_size", d.LogicalBlockSize},
+		{"physical_block_size", d.PhysicalBlockSize},
+	} {
+		if f.v < 512 || !isPowerOfTwo(f.v) {
+			return fmt.Errorf("%s: malformed value %d: not a power of two of at least 512", filepath.Join(queue, f.name), f.v)
+		}
+	}
+	const maxSectors = math.MaxUint64 / 512
+	if sectors > maxSectors {
+		return fmt.Errorf("%s: malformed value %d: more sectors than 64-bit byte counts hold", filepath.Join(dir, "size"), sectors)
+	}
+	if d.StartSector > maxSectors {
+		return fmt.Errorf("%s: malformed value %d: more sectors than 64-bit byte counts hold", filepath.Join(dir, "start"), d.StartSector)
+	}
+	return nil
 }
 
 // readUint reads a decimal sysfs attribute. A missing optional attribute
