@@ -422,6 +422,8 @@ void ut_forget(int fd)
 			__atomic_store_n(&e->state, UT_FD_UNKNOWN, __ATOMIC_RELEASE);
 		return;
 	}
+	/* A signal handler's write while the lock is held passes through. */
+	ut_depth++;
 	pthread_mutex_lock(&ut_mu);
 	if (e->owner > 0) {
 		/* The caller closes a number we use as a companion. */
@@ -443,6 +445,7 @@ void ut_forget(int fd)
 		syscall(SYS_close, c);
 	}
 	pthread_mutex_unlock(&ut_mu);
+	ut_depth--;
 }
 
 void ut_forget_range(unsigned first, unsigned last)
