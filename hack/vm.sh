@@ -17,6 +17,7 @@ VM_CACHE=${UNTORN_CACHE:-/var/cache/untorn}/vm
 cmd_build() {
 	mkdir -p "$VM_CACHE"
 	local t0=$SECONDS rootpid
+	vm_resolve fresh
 	# The guest root and the QEMU chroot + kernel are independent downloads.
 	(build_root) &
 	rootpid=$!

@@ -4,16 +4,20 @@
 # temporary path that is renamed into place only when complete, so an
 # interrupted build is simply redone.
 #
-#   qemu-<QEMU_KEY>/            Debian trixie minbase with QEMU from sid; QEMU
+#   qemu-<QEMU version>/        Debian trixie minbase with QEMU (from sid); QEMU
 #                               runs chrooted here, nothing lands on the host
 #   kernel-<KV>/                the guest kernel and its modules (from sid)
+#   resolved.env                the kernel and QEMU the last build resolved
 #   initramfs-<KV>-<hash>.gz    busybox + modules + the first-stage init
 #   root-<ROOT_KEY>.img         bookworm guest root (ext4 image, attached
 #                               read-only; the guest writes to a tmpfs overlay)
+#
+# The kernel and QEMU versions are resolved from the mirror (resolve.sh):
+# the newest new enough, or UNTORN_VM_KERNEL / UNTORN_VM_QEMU.
 
 MIRROR=${UNTORN_VM_MIRROR:-http://deb.debian.org/debian}
-KV=${UNTORN_VM_KERNEL:-7.2.13+deb14-amd64}
-QEMU_KEY=trixie-sid-1
+# shellcheck source=hack/vm/resolve.sh
+. "$VM_SRC/resolve.sh"
 # Packages of the guest root; the key changes with the list and setup script.
 ROOT_PKGS="e2fsprogs xfsprogs lvm2 util-linux strace postgresql-15 postgresql-client-15 procps kmod psmisc"
 ROOT_KEY=bookworm-$(printf '%s\n' "$ROOT_PKGS" | cat - "$VM_SRC/root-setup.sh" | sha256sum | cut -c1-12)
@@ -38,26 +42,23 @@ in_chroot() {
 build_qemu() {
 	local d=$VM_CACHE/qemu-$QEMU_KEY
 	[ -e "$d/.done" ] && return 0
-	log "building the QEMU chroot (trixie minbase + sid qemu) in $d"
+	log "building the QEMU chroot (trixie minbase + QEMU $QEMU_VERSION from $QEMU_SUITE) in $d"
 	if [ ! -e "$d.tmp/.debootstrap-done" ]; then
 		rm -rf "$d.tmp"
 		nice debootstrap --variant=minbase trixie "$d.tmp" "$MIRROR" >"$VM_CACHE/qemu.log" 2>&1 ||
 			die "debootstrap trixie failed, see $VM_CACHE/qemu.log"
 		touch "$d.tmp/.debootstrap-done"
 	fi
-	cat >"$d.tmp/etc/apt/sources.list" <<-EOF
-		deb $MIRROR trixie main
-		deb $MIRROR sid main
-	EOF
+	printf "deb $MIRROR %s main\n" "${VM_SUITES[@]}" >"$d.tmp/etc/apt/sources.list"
 	printf 'APT::Default-Release "trixie";\nAcquire::Check-Valid-Until "false";\n' \
 		>"$d.tmp/etc/apt/apt.conf.d/90untorn"
 	in_chroot "$d.tmp" apt-get -q update >>"$VM_CACHE/qemu.log" 2>&1 || die "apt-get update in the QEMU chroot failed"
 	DEBIAN_FRONTEND=noninteractive in_chroot "$d.tmp" nice apt-get install -y -q --no-install-recommends \
-		-t sid qemu-system-x86 qemu-utils >>"$VM_CACHE/qemu.log" 2>&1 ||
-		die "installing sid QEMU failed, see $VM_CACHE/qemu.log"
+		-t "$QEMU_SUITE" "$QEMU_PKG=$QEMU_VERSION" "qemu-utils=$QEMU_VERSION" >>"$VM_CACHE/qemu.log" 2>&1 ||
+		die "installing QEMU $QEMU_VERSION from $QEMU_SUITE failed, see $VM_CACHE/qemu.log"
 	in_chroot "$d.tmp" qemu-system-x86_64 --version | head -1 >"$d.tmp/.qemu-version"
-	grep -Eq 'version (1[1-9]|[2-9][0-9])\.' "$d.tmp/.qemu-version" ||
-		die "QEMU in the chroot is $(cat "$d.tmp/.qemu-version"); 11.1 or newer is needed for nvme-ns atomic.nawupf"
+	grep -qF "(Debian $QEMU_VERSION)" "$d.tmp/.qemu-version" ||
+		die "QEMU in the chroot is $(cat "$d.tmp/.qemu-version"), not $QEMU_VERSION"
 	in_chroot "$d.tmp" apt-get clean
 	touch "$d.tmp/.done"
 	mv "$d.tmp" "$d"
@@ -71,8 +72,10 @@ build_kernel() {
 	rm -rf "$d.tmp" "$q/tmp/kernel"
 	mkdir -p "$q/tmp/kernel"
 	# apt of the QEMU chroot (trixie + sid) is the private apt: resolve the
-	# kernel's own linux-* packages and download them there.
+	# kernel's own linux-* packages and download them there (after an update:
+	# the chroot's lists are as old as the chroot).
 	in_chroot "$q" /bin/sh -ec '
+		apt-get -q update
 		cd /tmp/kernel
 		pkgs="linux-image-$1"
 		for p in $(apt-cache depends --recurse --no-recommends --no-suggests \
@@ -240,6 +243,7 @@ stage_binaries() {
 # vm_build_quiet: everything `run` needs, building what is missing.
 vm_build_quiet() {
 	mkdir -p "$VM_CACHE"
+	vm_resolve
 	build_qemu
 	build_kernel
 	build_initramfs
