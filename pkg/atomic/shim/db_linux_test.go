@@ -14,10 +14,12 @@ import (
 	"time"
 )
 
-// dbUser is an unprivileged account a database runs as.
+// dbUser is the account a database command runs as, on the host or in a
+// chroot (root non-empty: the command runs chrooted there).
 type dbUser struct {
 	name     string
 	uid, gid uint32
+	root     string
 }
 
 func lookupUser(t *testing.T, name string) dbUser {
@@ -28,15 +30,36 @@ func lookupUser(t *testing.T, name string) dbUser {
 	}
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-	return dbUser{name, uint32(uid), uint32(gid)}
+	return dbUser{name: name, uid: uint32(uid), gid: uint32(gid)}
 }
 
-// command builds a command that runs as u with exactly env (plus LC_ALL=C).
+// command builds a command that runs as u (chrooted to u.root when set)
+// with exactly env (plus LC_ALL=C, PATH and HOME).
 func (u dbUser) command(env []string, name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.Env = append([]string{"LC_ALL=C", "PATH=/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=/tmp"}, env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.uid, Gid: u.gid}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if u.name != "root" {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.uid, Gid: u.gid}
+	}
+	if u.root != "" {
+		cmd.SysProcAttr.Chroot = u.root
+		cmd.Dir = "/"
+		// exec.Cmd resolves a bare name on the host's PATH: look it up in
+		// the chroot instead.
+		if !strings.Contains(name, "/") {
+			for _, d := range []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+				if _, err := os.Stat(filepath.Join(u.root, d, name)); err == nil {
+					cmd.Path = filepath.Join(d, name)
+					cmd.Err = nil
+					break
+				}
+			}
+		} else {
+			cmd.Path, cmd.Err = name, nil
+		}
+	}
 	return cmd
 }
 
@@ -84,77 +107,18 @@ func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
-// pageWrites classifies the writes to files whose path matches pathRE in the
-// per-process logs of `strace -ff -y -e trace=pwrite64,pwritev2,pwrite,...`:
-// atomic are completed calls of exactly size bytes carrying RWF_ATOMIC, plain
-// are completed size-byte writes at size-aligned offsets without it.
+// pageWrites counts the page writes strace saw to a class of files:
+// atomic and plain count pages (size bytes at size-aligned offsets) written
+// by completed calls with and without RWF_ATOMIC, so a vectored or
+// multi-page write without the flag counts every page it covers;
+// otherSizes counts the other completed writes.
 type pageWrites struct{ atomic, plain, otherSizes int }
 
-var (
-	straceCall   = regexp.MustCompile(`^(pwrite64|pwritev2|pwritev|write|writev)\((\d+)<([^>]*)>, (.*)\) += (-?\d+)$`)
-	straceTail2  = regexp.MustCompile(`, (\d+), (\d+)$`)        // pwrite64: count, offset
-	straceTailV2 = regexp.MustCompile(`, \d+, (\d+), ([^,]+)$`) // pwritev2: n, offset, flags
-	straceIovLen = regexp.MustCompile(`iov_len=(\d+)`)
-	straceFlagAt = regexp.MustCompile(`RWF_ATOMIC|0x40 /\* RWF_\?\?\? \*/`)
-)
-
+// classifyStrace sums the page writes to files whose path matches pathRE in
+// the per-process logs of `strace -ff -y -e trace=pwrite64,pwritev,pwritev2`.
 func classifyStrace(t *testing.T, prefix string, pathRE *regexp.Regexp, size int) pageWrites {
 	t.Helper()
-	files, err := filepath.Glob(prefix + ".*")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no strace logs %s.*", prefix)
-	}
-	var pw pageWrites
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			m := straceCall.FindStringSubmatch(line)
-			if m == nil || !pathRE.MatchString(m[3]) || strings.HasPrefix(m[5], "-") {
-				continue
-			}
-			res, _ := strconv.Atoi(m[5])
-			switch m[1] {
-			case "pwrite64":
-				a := straceTail2.FindStringSubmatch(m[4])
-				if a == nil {
-					continue
-				}
-				n, _ := strconv.Atoi(a[1])
-				off, _ := strconv.ParseInt(a[2], 10, 64)
-				if n == size && off%int64(size) == 0 && res == size {
-					pw.plain++
-				} else {
-					pw.otherSizes++
-				}
-			case "pwritev2":
-				a := straceTailV2.FindStringSubmatch(m[4])
-				if a == nil {
-					continue
-				}
-				total := 0
-				for _, l := range straceIovLen.FindAllStringSubmatch(m[4], -1) {
-					n, _ := strconv.Atoi(l[1])
-					total += n
-				}
-				off, _ := strconv.ParseInt(a[1], 10, 64)
-				aligned := total == size && off%int64(size) == 0 && res == size
-				switch {
-				case aligned && straceFlagAt.MatchString(a[2]):
-					pw.atomic++
-				case aligned:
-					pw.plain++
-				default:
-					pw.otherSizes++
-				}
-			default:
-				pw.otherSizes++
-			}
-		}
-	}
-	return pw
+	return traceWrites(t, prefix, pathRE, size).pageWrites
 }
 
 func fraction(pw pageWrites) string {
