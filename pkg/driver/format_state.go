@@ -84,6 +84,7 @@ func (d *Driver) probeSignature(ctx context.Context, dev string) (signature, err
 // of the volume's type.
 func (d *Driver) prepareAndMount(ctx context.Context, vol BackendVolume, dev, target string, fs untorn.FSType, formatOpts, mountOpts []string, readOnly bool) error {
 	state := vol.Meta[metaFormatState]
+	found := "a filesystem it has just made"
 	switch state {
 	case formatBlank:
 		if readOnly {
@@ -101,6 +102,7 @@ func (d *Driver) prepareAndMount(ctx context.Context, vol BackendVolume, dev, ta
 		if err != nil {
 			return fmt.Errorf("probe %s for a filesystem: %w", dev, err)
 		}
+		found = sig.String()
 		switch {
 		case sig.fsType == string(fs) && sig.ptType == "":
 			if !readOnly && fs == untorn.FSExt4 {
@@ -139,7 +141,8 @@ func (d *Driver) prepareAndMount(ctx context.Context, vol BackendVolume, dev, ta
 		return mount.NewMountError(mount.FilesystemMismatch, "volume %s has an unknown %s %q; refusing to format or mount it", vol.ID, metaFormatState, state)
 	}
 	if err := d.mounter.Mount(dev, target, string(fs), append(mountOpts, "defaults")); err != nil {
-		return fmt.Errorf("mount %s (%s) at %s: %w", dev, fs, target, err)
+		return fmt.Errorf("device %s holds %s (format state %q) but it does not mount as %s; it is not formatted again: %w",
+			dev, found, state, fs, err)
 	}
 	return nil
 }
