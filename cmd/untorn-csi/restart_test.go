@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,8 +22,27 @@ import (
 // plugin is a real untorn-csi process started by the test.
 type plugin struct {
 	cmd  *exec.Cmd
-	log  *bytes.Buffer
+	log  *syncBuffer
 	conn *grpc.ClientConn
+}
+
+// syncBuffer is the plugin's output: os/exec copies into it from its own
+// goroutine while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func startPlugin(t *testing.T, bin, dir string) *plugin {
@@ -31,7 +51,7 @@ func startPlugin(t *testing.T, bin, dir string) *plugin {
 	cmd := exec.Command(bin, "--mode=all", "--endpoint=unix://"+sock, "--node-id=restart-node", "--backend=loop",
 		"--loop-dir="+filepath.Join(dir, "loop"), "--state-dir="+filepath.Join(dir, "state"),
 		"--shim-dir="+filepath.Join(dir, "shim"), "-v=2")
-	p := &plugin{cmd: cmd, log: &bytes.Buffer{}}
+	p := &plugin{cmd: cmd, log: &syncBuffer{}}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
