@@ -71,7 +71,8 @@ func (d *Driver) nodePath(field, p string, kind pathKind) (string, error) {
 		return "", fmt.Errorf("%w: %s %s is a symlink; symlinked paths are not followed", ErrInvalidArgument, field, c)
 	case kind == pathDir && !fi.IsDir():
 		return "", fmt.Errorf("%w: %s %s exists and is not a directory (a mount volume needs a directory)", ErrInvalidArgument, field, c)
-	case kind == pathFile && !fi.Mode().IsRegular():
+	case kind == pathFile && !fi.Mode().IsRegular() && fi.Mode()&os.ModeDevice == 0:
+		// A device node is what a published block target shows.
 		return "", fmt.Errorf("%w: %s %s exists and is not a regular file (a block volume is published at a file)", ErrInvalidArgument, field, c)
 	}
 	return c, nil
@@ -209,17 +210,15 @@ func makeFileNoFollow(field, p string) error {
 	if err := mkdirNoFollow(field+" parent", filepath.Dir(p)); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY|noFollow, 0o640)
+	if fi, err := os.Lstat(p); err == nil {
+		if fi.Mode().IsRegular() || fi.Mode()&os.ModeDevice != 0 {
+			return nil // created before, or already holding the device
+		}
+		return fmt.Errorf("%w: %s %s is not a regular file", ErrInvalidArgument, field, p)
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDONLY|noFollow, 0o640)
 	if err != nil {
 		return fmt.Errorf("%w: create %s %s: %v", ErrInvalidArgument, field, p, err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s %s is not a regular file", ErrInvalidArgument, field, p)
-	}
-	return nil
+	return f.Close()
 }
