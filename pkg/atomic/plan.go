@@ -35,6 +35,12 @@ const (
 	XFSDefaultAtomicMax = 1 << 20
 	// XFSMaxUnit is the largest unit the planner asks of XFS.
 	XFSMaxUnit = 64 << 20
+	// XFSCoWExtSize is the copy-on-write extent size hint of atomic XFS
+	// plans (see Plan.CoWExtSize): one block. It divides every block-aligned
+	// write, so atomic writes of any size (the class's unit, or a smaller
+	// page, as PostgreSQL's 8 KiB pages on a 16Ki class) leave no
+	// copy-on-write reservation behind.
+	XFSCoWExtSize = BlockSize
 )
 
 // PlanRequest is what a volume asks for.
@@ -59,6 +65,17 @@ type Plan struct {
 	MkfsArgs     []string `json:"mkfsArgs"`
 	MountOptions []string `json:"mountOptions"`
 	ClusterSize  uint64   `json:"clusterSize,omitempty"` // ext4 bigalloc cluster, 0 if none
+	// CoWExtSize is the copy-on-write extent size hint, in bytes, of an
+	// atomic XFS plan (XFSCoWExtSize; 0 otherwise), set by mkfs.xfs -d
+	// cowextsize= on the root directory, from which new files and
+	// directories inherit it. XFS's software atomic writes go through the
+	// copy-on-write fork and allocate it in aligned multiples of the hint;
+	// the default hint (32 blocks) leaves reservations around each random
+	// page write that count as used space until XFS reclaims them (an idle
+	// file after minutes, at the latest at unmount) and can fill the
+	// volume. A one-block hint leaves none. A volume formatted before the
+	// planner set the option gets the hint on its root with SetCoWExtSize.
+	CoWExtSize uint64 `json:"cowExtSize,omitempty"`
 	// Atomic is whether the filesystem is expected to give atomic writes of
 	// Unit; AtomicUnitMin/Max the expected statx range. For ext4 the range
 	// is exact; XFS advertises at least AtomicUnitMax (its software path
@@ -242,11 +259,13 @@ func ext4Cluster(dev DeviceLimits, req PlanRequest, hwMax uint64) (uint64, error
 func planXFS(dev DeviceLimits, req PlanRequest) (Plan, error) {
 	u := req.Unit
 	p := Plan{
-		FSType:        FSXFS,
-		FormatOptions: []string{"-b", "size=" + strconv.Itoa(BlockSize), "-m", "reflink=1"},
+		FSType: FSXFS,
+		FormatOptions: []string{"-b", "size=" + strconv.Itoa(BlockSize), "-m", "reflink=1",
+			"-d", "cowextsize=" + strconv.Itoa(XFSCoWExtSize/BlockSize)},
 		Atomic:        true,
 		AtomicUnitMin: BlockSize,
 		AtomicUnitMax: max(u, XFSDefaultAtomicMax),
+		CoWExtSize:    XFSCoWExtSize,
 	}
 	if u > XFSDefaultAtomicMax {
 		p.MountOptions = []string{"max_atomic_write=" + strconv.FormatUint(u, 10)}

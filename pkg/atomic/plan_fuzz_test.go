@@ -2,6 +2,7 @@ package atomic
 
 import (
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -52,7 +53,14 @@ func FuzzPlanFormat(f *testing.F) {
 			t.Fatalf("range %d..%d does not hold unit %d", p.AtomicUnitMin, p.AtomicUnitMax, unit)
 		}
 		if req.FSType == FSXFS {
+			// A one-block copy-on-write hint, and it is what mkfs gets.
+			if p.CoWExtSize != BlockSize || !slices.Contains(p.FormatOptions, "cowextsize=1") {
+				t.Fatalf("xfs plan %+v: copy-on-write hint %d", p, p.CoWExtSize)
+			}
 			return
+		}
+		if p.CoWExtSize != 0 {
+			t.Fatalf("ext4 plan with a copy-on-write hint: %+v", p)
 		}
 		if !p.Hardware || !dev.HardwareAtomic() || p.AtomicUnitMin < umin || p.AtomicUnitMax > umax {
 			t.Fatalf("ext4 plan %+v outside hardware %+v", p, dev)

@@ -47,15 +47,15 @@ func TestPlanFormat(t *testing.T) {
 		{"ext4 dm-linear stacked", "dm-0", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire},
 			[]string{"-b", "4096", "-O", "bigalloc", "-C", "65536"}, nil, 65536, 4096, 65536, true},
 		{"xfs on loop is software", "loop0", PlanRequest{FSXFS, 16 << 10, 0, PolicyRequire},
-			[]string{"-b", "size=4096", "-m", "reflink=1"}, nil, 0, 4096, XFSDefaultAtomicMax, false},
+			[]string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}, nil, 0, 4096, XFSDefaultAtomicMax, false},
 		{"xfs on nvme is hardware", "nvme0n1", PlanRequest{FSXFS, 16 << 10, 0, PolicyRequire},
-			[]string{"-b", "size=4096", "-m", "reflink=1"}, nil, 0, 4096, XFSDefaultAtomicMax, true},
+			[]string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}, nil, 0, 4096, XFSDefaultAtomicMax, true},
 		{"xfs above hardware max is software", "nvme1n1", PlanRequest{FSXFS, 64 << 10, 0, PolicyRequire},
-			[]string{"-b", "size=4096", "-m", "reflink=1"}, nil, 0, 4096, XFSDefaultAtomicMax, false},
+			[]string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}, nil, 0, 4096, XFSDefaultAtomicMax, false},
 		{"xfs on misaligned partition is software", "nvme2n1p2", PlanRequest{FSXFS, 16 << 10, 0, PolicyPrefer},
-			[]string{"-b", "size=4096", "-m", "reflink=1"}, nil, 0, 4096, XFSDefaultAtomicMax, false},
+			[]string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}, nil, 0, 4096, XFSDefaultAtomicMax, false},
 		{"xfs large unit raises max_atomic_write", "loop0", PlanRequest{FSXFS, 4 << 20, 0, PolicyRequire},
-			[]string{"-b", "size=4096", "-m", "reflink=1"}, []string{"max_atomic_write=4194304"}, 0, 4096, 4 << 20, false},
+			[]string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}, []string{"max_atomic_write=4194304"}, 0, 4096, 4 << 20, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,5 +176,31 @@ func TestPlanFormatPicksAlignedCluster(t *testing.T) {
 	}
 	if p.ClusterSize != 16<<10 || p.AtomicUnitMax != 16<<10 {
 		t.Errorf("cluster %d max %d, want 16 KiB", p.ClusterSize, p.AtomicUnitMax)
+	}
+}
+
+// TestPlanXFSCoWExtSize checks the copy-on-write extent size hint of XFS
+// plans: one block for every unit, in the mkfs options and in the plan;
+// none for ext4 and for a plain fallback.
+func TestPlanXFSCoWExtSize(t *testing.T) {
+	for _, unit := range []uint64{4 << 10, 8 << 10, 16 << 10, 1 << 20, 64 << 20} {
+		for _, dev := range []string{"loop0", "nvme0n1"} {
+			p, err := PlanFormat(probeFixture(t, dev), PlanRequest{FSType: FSXFS, Unit: unit, Policy: PolicyRequire}, "/dev/X")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}
+			if !reflect.DeepEqual(p.FormatOptions, want) || p.CoWExtSize != BlockSize {
+				t.Errorf("%s unit %s: options %q CoWExtSize %d, want %q %d", dev, FormatSize(unit), p.FormatOptions, p.CoWExtSize, want, BlockSize)
+			}
+		}
+	}
+	p, err := PlanFormat(probeFixture(t, "nvme0n1"), PlanRequest{FSType: FSExt4, Unit: 16 << 10, Policy: PolicyRequire}, "/dev/X")
+	if err != nil || p.CoWExtSize != 0 {
+		t.Errorf("ext4 plan CoWExtSize = %d, %v; want 0", p.CoWExtSize, err)
+	}
+	p, err = PlanFormat(probeFixture(t, "loop0"), PlanRequest{FSType: FSExt4, Unit: 16 << 10, Policy: PolicyPrefer}, "/dev/X")
+	if err != nil || p.Atomic || p.CoWExtSize != 0 {
+		t.Errorf("plain plan CoWExtSize = %d, %v; want 0", p.CoWExtSize, err)
 	}
 }
