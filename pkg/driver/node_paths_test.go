@@ -130,6 +130,12 @@ func TestNodePathRefusals(t *testing.T) {
 	if err := pub(e.dir + "/pods/new/blockfile"); err != nil {
 		t.Errorf("block target a new file: %v", err)
 	}
+	// A block volume grows in the backend only; kubelet names its own
+	// device map directory as the volume path, which is not touched.
+	if _, err := e.d.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: blockID, VolumePath: e.dir + "/pods",
+		VolumeCapability: blockCap(snw), CapacityRange: &csi.CapacityRange{RequiredBytes: 2 << 30}}); err != nil {
+		t.Errorf("block expansion: %v", err)
+	}
 }
 
 // TestNodeOtherVolumesPaths: a node call acts only on paths recorded for

@@ -229,11 +229,18 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 		return nil, err
 	}
 	defer release()
-	if _, err := d.volumePath(id, "volume_path", p); err != nil {
-		return nil, err
-	}
 	st, staged, err := d.state.get(id)
 	if err != nil {
+		return nil, err
+	}
+	block := req.GetVolumeCapability().GetBlock() != nil || (staged && st.Block)
+	if block {
+		// Nothing is done at a block volume's path (kubelet passes its
+		// own device map path): the backend grows the device.
+		if _, err := statVolumePath(p); errors.Is(err, ErrVolumeNotFound) {
+			return nil, err
+		}
+	} else if _, err := d.volumePath(id, "volume_path", p); err != nil {
 		return nil, err
 	}
 	if sp := req.GetStagingTargetPath(); sp != "" {
@@ -261,7 +268,7 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 	if err != nil {
 		return nil, fmt.Errorf("expand volume %s: %w", id, err)
 	}
-	if req.GetVolumeCapability().GetBlock() != nil || (staged && st.Block) {
+	if block {
 		return &csi.NodeExpandVolumeResponse{CapacityBytes: vol.SizeBytes}, nil
 	}
 	dev, err := d.backend.Attach(ctx, id)
