@@ -32,7 +32,7 @@ func labelled(annotations map[string]string, ctrs ...corev1.Container) *corev1.P
 }
 
 // review wraps pod in the AdmissionReview the API server sends.
-func review(t *testing.T, pod *corev1.Pod, resource metav1.GroupVersionResource) *admissionv1.AdmissionReview {
+func review(t testing.TB, pod *corev1.Pod, resource metav1.GroupVersionResource) *admissionv1.AdmissionReview {
 	t.Helper()
 	raw, err := json.Marshal(pod)
 	if err != nil {
