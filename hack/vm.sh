@@ -32,6 +32,11 @@ cmd_build() {
 
 case ${1:-} in
 build) shift; cmd_build "$@" ;;
-run) shift; . "$VM_SRC/run.sh"; cmd_run "$@" ;;
+run)
+	shift
+	# shellcheck source=vm/run.sh
+	. "$VM_SRC/run.sh"
+	cmd_run "$@"
+	;;
 *) echo "usage: $0 build | run [--disk LBA:UNIT[:boundary=B]]... [--mem M] [--timeout S] -- COMMAND..." >&2; exit 2 ;;
 esac

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Stage: formatting, vet, build of every Go package and binary, shim builds.
+# Stage: formatting, go.mod tidiness, vet, shellcheck, build of every Go
+# package and binary, shim builds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-unformatted=$(gofmt -l $(git ls-files '*.go'))
+unformatted=$(git ls-files -z '*.go' | xargs -0 gofmt -l)
 if [ -n "$unformatted" ]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
+if ! go mod tidy -diff; then
+	echo "go.mod or go.sum is not tidy: run go mod tidy and commit" >&2
+	exit 1
+fi
 go vet ./...
+hack/ci/shellcheck.sh
 go build ./...
 make build
 make shim

@@ -24,7 +24,8 @@ cached() { [ -f "$IMAGE_DIR/$1.tar" ] && [ "$(cat "$IMAGE_DIR/$1.key" 2>/dev/nul
 mark() { echo "$2" > "$IMAGE_DIR/$1.key"; }
 
 build_pause() {
-	local key="pause $PAUSE_TAG $(sha256sum < "$HERE/pause.c" | cut -c1-12)"
+	local key
+	key="pause $PAUSE_TAG $(sha256sum < "$HERE/pause.c" | cut -c1-12)"
 	cached pause "$key" && return 0
 	log "image pause: building"
 	local d
@@ -59,7 +60,7 @@ set_ids() {
 	local root=$1 user=$2 id=$3 ouid ogid
 	ouid=$(awk -F: -v u="$user" '$1 == u {print $3}' "$root/etc/passwd")
 	ogid=$(awk -F: -v u="$user" '$1 == u {print $3}' "$root/etc/group")
-	[ -n "$ouid" ] && [ -n "$ogid" ] || die "no user/group $user in the image"
+	if [ -z "$ouid" ] || [ -z "$ogid" ]; then die "no user/group $user in the image"; fi
 	[ "$ouid" = "$id" ] && [ "$ogid" = "$id" ] && return 0
 	awk -F: -v id="$id" -v u="$user" '$3 == id && $1 != u {exit 1}' "$root/etc/passwd" "$root/etc/group" ||
 		die "uid or gid $id is taken in the $user image"
@@ -76,7 +77,8 @@ set_ids() {
 
 build_db() { # name ref pkgs entrypoint-script
 	local name=$1 ref=$2 pkgs=$3 ep=$4
-	local key="$ref $DEBIAN_SUITE $pkgs $(sha256sum < "$ep" | cut -c1-12)"
+	local key
+	key="$ref $DEBIAN_SUITE $pkgs $(sha256sum < "$ep" | cut -c1-12)"
 	cached "$name" "$key" && return 0
 	local root
 	root=$(rootfs_debian "$name" "$pkgs")

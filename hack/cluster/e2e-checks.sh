@@ -96,10 +96,12 @@ pg() { kt exec "$1" -c "$PG_CONTAINER" -- psql -U postgres -tAq -c "$2"; }
 shim_counters() {
 	local pod=$1 c=$2 exe=$3
 	shift 3
+	# shellcheck disable=SC2016 # expanded by the shell in the container
 	kt exec "$pod" -c "$c" -- sh -c 'touch "${UNTORN_STATS_DIR:?UNTORN_STATS_DIR is not set}/dump-now"' || return 1
 	sleep 1.5
 	"$@" > /dev/null || return 1
 	sleep 2
+	# shellcheck disable=SC2016 # expanded by the shell in the container
 	kt exec "$pod" -c "$c" -- sh -c 'cat "$UNTORN_STATS_DIR"/untorn-*.json' > "$EVIDENCE/$pod-stats.jsonl" || return 1
 	jq -r '"  pid \(.pid) \(.exe) (\(.why)): atomic_writes \(.atomic_writes), unaligned \(.passthrough.unaligned // 0), fs_not_atomic \(.passthrough.fs_not_atomic // 0)"' \
 		"$EVIDENCE/$pod-stats.jsonl" >&2

@@ -14,6 +14,9 @@ fail() {
 	return 1
 }
 
+# per check: PASS or FAIL, its title, its seconds
+declare -A RESULT=() TITLES=() TIMES=()
+
 # run_check ID TITLE FUNCTION
 run_check() {
 	local id=$1 title=$2 fn=$3 t0=$SECONDS
@@ -39,7 +42,6 @@ run_check() {
 	TITLES[$id]="$title"
 	TIMES[$id]=$((SECONDS - t0))
 }
-declare -A TITLES=() TIMES=()
 
 summary() {
 	banner "e2e summary"

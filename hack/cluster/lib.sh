@@ -1,5 +1,6 @@
 # Common settings for the local cluster scripts. Sourced, not executed.
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # the settings are for the scripts that source this file
 
 UNTORN_ROOT=${UNTORN_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 UNTORN_CACHE=${UNTORN_CACHE:-/var/cache/untorn}

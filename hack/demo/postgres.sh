@@ -13,7 +13,7 @@ pgbin=/usr/lib/postgresql/15/bin
 
 work=$(mktemp -d /tmp/untorn-demo-pg.XXXXXX)
 chmod 755 "$work"
-dev= mnt=$work/vol
+dev="" mnt=$work/vol
 cleanup() {
 	set +e
 	[ -f "$mnt/data/postmaster.pid" ] &&

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the quick-start scripts (hack/demo.sh, hack/demo/*.sh) after
 # they cd to the repository root: puts Go on PATH and stops unless root.
 export PATH=/usr/local/go/bin:$PATH

@@ -16,7 +16,7 @@
 # the newest new enough, or UNTORN_VM_KERNEL / UNTORN_VM_QEMU.
 
 MIRROR=${UNTORN_VM_MIRROR:-http://deb.debian.org/debian}
-# shellcheck source=hack/vm/resolve.sh
+# shellcheck source=resolve.sh
 . "$VM_SRC/resolve.sh"
 # Packages of the guest root; the key changes with the list and setup script.
 ROOT_PKGS="e2fsprogs xfsprogs lvm2 util-linux strace postgresql-15 postgresql-client-15 procps kmod psmisc"
@@ -31,6 +31,7 @@ die() { printf 'vm: error: %s\n' "$*" >&2; exit 2; }
 # the /proc, /sys and /dev mounts vanish with it whatever happens.
 in_chroot() {
 	local root=$1; shift
+	# shellcheck disable=SC2016 # the inner shell expands its own arguments
 	unshare --mount --propagation private -- /bin/sh -ec '
 		r=$1; shift
 		mount -t proc proc "$r/proc"
@@ -74,6 +75,7 @@ build_kernel() {
 	# apt of the QEMU chroot (trixie + sid) is the private apt: resolve the
 	# kernel's own linux-* packages and download them there (after an update:
 	# the chroot's lists are as old as the chroot).
+	# shellcheck disable=SC2016 # the chroot's shell expands its own arguments
 	in_chroot "$q" /bin/sh -ec '
 		apt-get -q update
 		cd /tmp/kernel
@@ -96,7 +98,7 @@ build_kernel() {
 	fi
 	local m
 	m=$(kernel_moddir "$d.tmp") || die "kernel $KV: no modules directory after extraction"
-	[ -e "$m/vmlinuz" ] || cp "$d.tmp"/boot/vmlinuz-"$KV" "$m/vmlinuz" 2>/dev/null ||
+	[ -e "$m/vmlinuz" ] || cp "$d.tmp/boot/vmlinuz-$KV" "$m/vmlinuz" 2>/dev/null ||
 		die "kernel $KV: no vmlinuz"
 	touch "$d.tmp/.done"
 	mv "$d.tmp" "$d"
@@ -116,6 +118,7 @@ build_initramfs() {
 	local h out km i m
 	h=$(cat "$VM_SRC/initramfs-init" /usr/bin/busybox <(echo "$MODULES") | sha256sum | cut -c1-12)
 	out=$VM_CACHE/initramfs-$KV-$h.gz
+	# shellcheck disable=SC2034 # run.sh boots it
 	INITRAMFS=$out
 	[ -e "$out" ] && return 0
 	km=$(kernel_moddir "$VM_CACHE/kernel-$KV") || die "kernel $KV missing"
@@ -158,6 +161,7 @@ build_initramfs() {
 # installed without a cluster; the image is never written by a run.
 build_root() {
 	local img=$VM_CACHE/root-$ROOT_KEY.img r
+	# shellcheck disable=SC2034 # run.sh boots it
 	ROOT_IMG=$img
 	[ -e "$img" ] && return 0
 	r=$VM_CACHE/root-$ROOT_KEY.tmp
@@ -169,6 +173,7 @@ build_root() {
 		touch "$r/.debootstrap-done"
 	fi
 	install -m 0755 "$VM_SRC/root-setup.sh" "$r/root-setup.sh"
+	# shellcheck disable=SC2086 # one package a word
 	in_chroot "$r" nice /bin/bash /root-setup.sh $ROOT_PKGS >>"$VM_CACHE/root.log" 2>&1 ||
 		die "guest root setup failed, see $VM_CACHE/root.log"
 	rm -f "$r/root-setup.sh" "$r/.debootstrap-done"
@@ -243,7 +248,7 @@ stage_binaries() {
 # vm_build_quiet: everything `run` needs, building what is missing.
 vm_build_quiet() {
 	mkdir -p "$VM_CACHE"
-	vm_resolve
+	vm_resolve recorded
 	build_qemu
 	build_kernel
 	build_initramfs

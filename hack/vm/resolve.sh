@@ -79,12 +79,12 @@ fetch_indexes() {
 	done
 }
 
-# vm_resolve [fresh]: set KV (kernel release), QEMU_VERSION, QEMU_SUITE and
-# QEMU_KEY (the cache keys) and print them. "fresh" asks the mirror; without
-# it the last resolution ($VM_CACHE/resolved.env) is kept, so that the runs
+# vm_resolve fresh|recorded: set KV (kernel release), QEMU_VERSION,
+# QEMU_SUITE and QEMU_KEY (the cache keys) and print them. "fresh" asks the
+# mirror; "recorded" keeps the last resolution ($VM_CACHE/resolved.env) is kept, so that the runs
 # of a benchmark use one kernel and one QEMU even when the archive moves.
 vm_resolve() {
-	local fresh=${1:-} idx got how_k how_q env=$VM_CACHE/resolved.env
+	local fresh=$1 idx got how_k how_q env=$VM_CACHE/resolved.env
 	KV="" QEMU_VERSION="" QEMU_SUITE=""
 	if [ "$fresh" != fresh ] && [ -e "$env" ]; then
 		# shellcheck source=/dev/null

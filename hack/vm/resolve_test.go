@@ -134,7 +134,7 @@ func TestVMResolve(t *testing.T) {
 
 	// The pins did not replace the recorded resolution; a run (not fresh)
 	// keeps it, and so does a build whose mirror does not answer.
-	out, ok = sh(t, append(env, "MIRROR=file:///nonexistent"), "vm_resolve\n"+show)
+	out, ok = sh(t, append(env, "MIRROR=file:///nonexistent"), "vm_resolve recorded\n"+show)
 	if !ok || !strings.HasSuffix(out, resolved) {
 		t.Fatalf("run after the build: got\n%s\nwant %s", out, resolved)
 	}

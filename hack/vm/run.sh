@@ -44,16 +44,19 @@ parse_disk() {
 		esac
 	done
 	case $D_LBA in 512 | 4096) ;; *) die "--disk $spec: LBA must be 512 or 4096" ;; esac
-	is_pow2 "$D_UNIT" && [ "$D_UNIT" -ge "$D_LBA" ] ||
+	if ! is_pow2 "$D_UNIT" || [ "$D_UNIT" -lt "$D_LBA" ]; then
 		die "--disk $spec: UNIT must be a power of two >= the LBA size"
+	fi
 	[ $((D_UNIT / D_LBA)) -le 65536 ] || die "--disk $spec: UNIT is more than 65536 blocks"
 	if [ "$D_BOUNDARY" -ne 0 ]; then
-		is_pow2 "$D_BOUNDARY" && [ "$D_BOUNDARY" -ge "$D_UNIT" ] ||
+		if ! is_pow2 "$D_BOUNDARY" || [ "$D_BOUNDARY" -lt "$D_UNIT" ]; then
 			die "--disk $spec: boundary must be a power of two >= UNIT"
+		fi
 		[ $((D_BOUNDARY / D_LBA)) -le 65536 ] || die "--disk $spec: boundary is more than 65536 blocks"
 	fi
-	[ $((D_SIZE % (1024 * 1024))) -eq 0 ] && [ "$D_SIZE" -ge $((64 * 1024 * 1024)) ] ||
+	if [ $((D_SIZE % (1024 * 1024))) -ne 0 ] || [ "$D_SIZE" -lt $((64 * 1024 * 1024)) ]; then
 		die "--disk $spec: size must be a whole number of MiB, at least 64M"
+	fi
 }
 
 # Remove run directories whose vm.sh is gone (a SIGKILLed run).
@@ -83,7 +86,7 @@ cmd_run() {
 		esac
 	done
 	[ $# -gt 0 ] || die "no COMMAND; $RUN_USAGE"
-	[[ $timeout =~ ^[0-9]+$ ]] && [ "$timeout" -gt 0 ] || die "--timeout '$timeout' is not a number of seconds"
+	if ! [[ $timeout =~ ^[0-9]+$ ]] || [ "$timeout" -eq 0 ]; then die "--timeout '$timeout' is not a number of seconds"; fi
 	[[ $mem =~ ^[0-9]+[MG]?$ ]] || die "--mem '$mem' is not a size like 2048M or 2G"
 
 	vm_build_quiet
@@ -106,7 +109,7 @@ cmd_run() {
 		"$(($(du -sm "$stage" | cut -f1) * 12 / 10 + 32))M" || die "cannot build the binaries disk"
 	rm -rf "$stage"
 
-	local qargs=() lba unit n b
+	local qargs=() n b
 	for i in "${!disks[@]}"; do
 		parse_disk "${disks[$i]}"
 		truncate -s "$D_SIZE" "$RUN_DIR/atomic$i.raw"
@@ -127,14 +130,14 @@ cmd_run() {
 	local accel=${UNTORN_VM_ACCEL:-tcg}
 	qargs=(-machine q35 -accel "$accel" -cpu "${UNTORN_VM_CPU:-qemu64}" -smp "${UNTORN_VM_CPUS:-2}" -m "$mem"
 		-display none -nodefaults -no-user-config -nic none
-		-chardev stdio,id=con,signal=off -serial chardev:con
+		-chardev "stdio,id=con,signal=off" -serial chardev:con
 		-monitor "unix:/vm/run/${RUN_DIR##*/}/monitor.sock,server=on,wait=off"
 		-kernel "$kdir/vmlinuz" -initrd "/vm/${INITRAMFS##*/}"
 		-append "console=ttyS0 rdinit=/init panic=-1 cryptomgr.notests no_timer_check mitigations=off audit=0 tsc=unstable loglevel=${UNTORN_VM_LOGLEVEL:-3} untorn.nonce=$nonce untorn.debug=${UNTORN_VM_DEBUG:-0} untorn.disks=${#disks[@]}"
 		-drive "file=/vm/${ROOT_IMG##*/},if=none,id=root,format=raw,readonly=on"
-		-device virtio-blk-pci,drive=root,serial=untorn-root
+		-device "virtio-blk-pci,drive=root,serial=untorn-root"
 		-drive "file=/vm/run/${RUN_DIR##*/}/bin.img,if=none,id=bin,format=raw,readonly=on"
-		-device virtio-blk-pci,drive=bin,serial=untorn-bin
+		-device "virtio-blk-pci,drive=bin,serial=untorn-bin"
 		"${qargs[@]}")
 	[ -n "$allow_reset" ] || qargs+=(-no-reboot)
 	# Extra QEMU arguments for diagnostics, e.g. "-trace pci_nvme_write".
@@ -144,6 +147,7 @@ cmd_run() {
 
 	mkfifo "$RUN_DIR/console"
 	local q=$VM_CACHE/qemu-$QEMU_KEY
+	# shellcheck disable=SC2016 # the inner shell expands its own arguments
 	setpriv --pdeathsig KILL -- unshare --mount --propagation private --fork --kill-child -- /bin/sh -ec '
 		q=$1 c=$2; shift 2
 		mount -t proc proc "$q/proc"

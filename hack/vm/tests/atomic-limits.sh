@@ -13,12 +13,13 @@ mkdir -p /mnt/t
 section "probe reports what QEMU advertises"
 # expected: LBA, unit min, unit max, max bytes, boundary
 for c in "atomic0 4096 4096 65536 65536 0" "atomic1 512 512 65536 65536 131072"; do
+	# shellcheck disable=SC2086 # one field a word
 	set -- $c
 	untornctl probe "/dev/$1" --json >/tmp/probe.json
 	cat /tmp/probe.json
 	got=$(vmtool jget logicalBlockSize atomicWriteUnitMin atomicWriteUnitMax atomicWriteMaxBytes atomicWriteBoundary hardwareAtomic </tmp/probe.json | tr '\n' ' ')
 	expect_eq "probe $1 (lba min max maxbytes boundary hw)" "$2 $3 $4 $5 $6 true " "$got"
-	expect_eq "sysfs $1 agrees" "$3 $4 $5 $6" "$(qlimits "$(basename "$(readlink -f /dev/$1)")")"
+	expect_eq "sysfs $1 agrees" "$3 $4 $5 $6" "$(qlimits "$(basename "$(readlink -f "/dev/$1")")")"
 done
 
 section "plan -> mkfs.ext4 bigalloc -> mount -> verify on atomic0"
@@ -82,6 +83,7 @@ section "dm-linear on the boundary disk"
 dd if=/dev/zero of=/dev/atomic1 bs=1M count=1 conv=fsync status=none
 blockdev --rereadpt /dev/atomic1
 for c in "good 2048 true" "bad4k 2056 false" "bad512 2049 false"; do
+	# shellcheck disable=SC2086 # one field a word
 	set -- $c
 	dmsetup create "lin$1" --table "0 409600 linear $D1 $2"
 	n=$(dm_node "lin$1") || fail "no dm node for lin$1"

@@ -49,14 +49,14 @@ dm_node() {
 # qlimits DEV -> "unit_min unit_max max_bytes boundary" from the disk's queue
 qlimits() {
 	local q=/sys/block/$1/queue
-	echo "$(cat $q/atomic_write_unit_min_bytes) $(cat $q/atomic_write_unit_max_bytes)" \
-		"$(cat $q/atomic_write_max_bytes) $(cat $q/atomic_write_boundary_bytes)"
+	echo "$(cat "$q/atomic_write_unit_min_bytes") $(cat "$q/atomic_write_unit_max_bytes")" \
+		"$(cat "$q/atomic_write_max_bytes") $(cat "$q/atomic_write_boundary_bytes")"
 }
 
 # wait_for PATH: a device node that the kernel is about to create
 wait_for() {
-	local i
-	for i in $(seq 50); do
+	local _
+	for _ in $(seq 50); do
 		[ -e "$1" ] && return 0
 		sleep 0.1
 	done

@@ -25,6 +25,7 @@ stats_sum() { cat "$2"/untorn-*.json 2>/dev/null | vmtool jsum "$1"; }
 
 section "the shim's pattern program (8 KiB unit) under strace"
 for sc in "random 1 400" "random 2 400" "fork" "dup" "threads 8"; do
+	# shellcheck disable=SC2086 # one field a word
 	set -- $sc
 	name=$1 extra=("${@:2}")
 	[ "$name" = random ] && extra=(8192 "$2" "$3") || extra=(8192 "${@:2}")
