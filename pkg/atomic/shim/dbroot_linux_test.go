@@ -51,34 +51,57 @@ func hostDB(t *testing.T, out string) dbHost {
 	return dbHost{suite: "bookworm", vol: mnt, lib: filepath.Join(out, "glibc/libuntorn.so"), stats: stats, scratch: scratch}
 }
 
-// dbRoots caches hack/dbroot.sh's answer per suite within one test binary.
-var dbRoots sync.Map
+// dbRootSuites are the chroots the tests use; the first test that needs one
+// starts building all of them side by side (on a cold machine that halves
+// the wait), later ones find them cached.
+var dbRootSuites = []string{"trixie", "sid"}
 
-// dbRootDir builds (or finds cached) the chroot of suite with hack/dbroot.sh
-// and returns its path. A chroot that cannot be built fails the test: the
-// versions it holds are supported and must be tested.
+type dbRootBuild struct {
+	done      chan struct{}
+	dir, logs string
+	err       error
+}
+
+var (
+	dbRootsOnce sync.Once
+	dbRoots     = map[string]*dbRootBuild{}
+)
+
+// dbRootDir returns the chroot of suite, built (or found cached) by
+// hack/dbroot.sh. A chroot that cannot be built fails the test: the versions
+// it holds are supported and must be tested.
 func dbRootDir(t *testing.T, suite string) string {
 	t.Helper()
-	if d, ok := dbRoots.Load(suite); ok {
-		return d.(string)
-	}
 	script, err := filepath.Abs("../../../hack/dbroot.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(script, suite)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	b, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("building the %s database chroot with %s: %v\n%s", suite, script, err, stderr.String())
+	dbRootsOnce.Do(func() {
+		for _, s := range dbRootSuites {
+			b := &dbRootBuild{done: make(chan struct{})}
+			dbRoots[s] = b
+			go func(s string) {
+				defer close(b.done)
+				cmd := exec.Command(script, s)
+				var stderr strings.Builder
+				cmd.Stderr = &stderr
+				out, err := cmd.Output()
+				b.dir, b.logs, b.err = strings.TrimSpace(string(out)), stderr.String(), err
+			}(s)
+		}
+	})
+	b, ok := dbRoots[suite]
+	if !ok {
+		t.Fatalf("no database chroot %q (have %v)", suite, dbRootSuites)
 	}
-	d := strings.TrimSpace(string(b))
-	if _, err := os.Stat(filepath.Join(d, ".done")); err != nil {
-		t.Fatalf("%s %s printed %q, not a finished chroot: %v\n%s", script, suite, d, err, stderr.String())
+	<-b.done
+	if b.err != nil {
+		t.Fatalf("building the %s database chroot with %s: %v\n%s", suite, script, b.err, b.logs)
 	}
-	dbRoots.Store(suite, d)
-	return d
+	if _, err := os.Stat(filepath.Join(b.dir, ".done")); err != nil {
+		t.Fatalf("%s %s printed %q, not a finished chroot: %v\n%s", script, suite, b.dir, err, b.logs)
+	}
+	return b.dir
 }
 
 // chrootDB gives the test a private view of the cached chroot of suite: an
