@@ -260,8 +260,10 @@ func TestWebhook(t *testing.T) {
 		t.Fatalf("%d webhooks, want 1", len(mwc.Webhooks))
 	}
 	w := mwc.Webhooks[0]
-	if w.FailurePolicy == nil || string(*w.FailurePolicy) != "Ignore" {
-		t.Errorf("failurePolicy %v, want Ignore by default", w.FailurePolicy)
+	// Only opted-in pods are sent to the webhook: failing closed harms no
+	// other pod, and an opted-in pod never starts without the shim.
+	if w.FailurePolicy == nil || *w.FailurePolicy != admissionregistrationv1.Fail {
+		t.Errorf("failurePolicy %v, want Fail by default", w.FailurePolicy)
 	}
 	if w.SideEffects == nil || string(*w.SideEffects) != "None" {
 		t.Errorf("sideEffects %v, want None", w.SideEffects)
@@ -269,8 +271,9 @@ func TestWebhook(t *testing.T) {
 	if w.ObjectSelector == nil || w.ObjectSelector.MatchLabels[webhook.InjectLabel] != "true" {
 		t.Errorf("objectSelector %+v, want %s=true", w.ObjectSelector, webhook.InjectLabel)
 	}
-	if len(w.Rules) != 1 || !contains(w.Rules[0].Resources, "pods") || len(w.Rules[0].Operations) != 1 || w.Rules[0].Operations[0] != "CREATE" {
-		t.Errorf("rules %+v, want pods CREATE", w.Rules)
+	if len(w.Rules) != 2 || !contains(w.Rules[0].Resources, "pods") || len(w.Rules[0].Operations) != 1 || w.Rules[0].Operations[0] != "CREATE" ||
+		!contains(w.Rules[1].Resources, "pods/ephemeralcontainers") || len(w.Rules[1].Operations) != 1 || w.Rules[1].Operations[0] != "UPDATE" {
+		t.Errorf("rules %+v, want pods CREATE and pods/ephemeralcontainers UPDATE", w.Rules)
 	}
 	svcRef := w.ClientConfig.Service
 	if svcRef == nil || svcRef.Name != name || svcRef.Namespace != namespace || svcRef.Path == nil || *svcRef.Path != "/mutate-pod" {

@@ -88,8 +88,8 @@ func TestValueVariants(t *testing.T) {
 			},
 		},
 		{
-			name: "cert-manager and failurePolicy Fail",
-			args: []string{"--set", "webhook.certManager.enabled=true", "--set", "webhook.failurePolicy=Fail"},
+			name: "cert-manager and failurePolicy Ignore",
+			args: []string{"--set", "webhook.certManager.enabled=true", "--set", "webhook.failurePolicy=Ignore"},
 			check: func(t *testing.T, r rendered) {
 				name := release + "-webhook"
 				mwc := r.find(t, "MutatingWebhookConfiguration", name).(*admissionregistrationv1.MutatingWebhookConfiguration)
@@ -97,7 +97,7 @@ func TestValueVariants(t *testing.T) {
 					t.Errorf("inject-ca-from %q", got)
 				}
 				w := mwc.Webhooks[0]
-				if len(w.ClientConfig.CABundle) != 0 || *w.FailurePolicy != admissionregistrationv1.Fail {
+				if len(w.ClientConfig.CABundle) != 0 || *w.FailurePolicy != admissionregistrationv1.Ignore {
 					t.Errorf("caBundle %d bytes, failurePolicy %v", len(w.ClientConfig.CABundle), *w.FailurePolicy)
 				}
 				if r.has("Secret", name+"-tls") {
