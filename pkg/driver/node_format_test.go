@@ -20,7 +20,7 @@ import (
 // was found, and nothing but blkid runs on a device that is refused.
 func TestStageFormatState(t *testing.T) {
 	const dev = "DEV" // replaced by the device file's path
-	xfsMkfs := []string{"mkfs.xfs", "-b", "size=4096", "-m", "reflink=1", "-f", dev}
+	xfsMkfs := []string{"mkfs.xfs", "-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1", "-f", dev}
 	blkid := []string{"blkid", "-p", "-s", "TYPE", "-s", "PTTYPE", "-s", "LABEL", "-o", "export", dev}
 	tests := []struct {
 		name     string

@@ -66,7 +66,7 @@ func TestNodeStageFormatsVerifiesAndRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := [][]string{{"wipefs", "-a", "/dev/fake0"},
-		{"mkfs.xfs", "-b", "size=4096", "-m", "reflink=1", "-f", "/dev/fake0"}}
+		{"mkfs.xfs", "-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1", "-f", "/dev/fake0"}}
 	if !slices.EqualFunc(*argv, want, slices.Equal) {
 		t.Errorf("commands %q, want %q", *argv, want)
 	}
