@@ -31,6 +31,7 @@ __thread int ut_depth __attribute__((tls_model("initial-exec")));
  * write path of a descriptor that has its companion). */
 static pthread_mutex_t ut_mu = PTHREAD_MUTEX_INITIALIZER;
 static int ut_hiwater; /* highest fd number ever touched + 1 */
+static int ut_opening; /* companions being opened (under ut_mu) */
 
 /* struct statx as of Linux 6.16, declared here so that both libcs build. */
 struct ut_statx {
@@ -416,8 +417,11 @@ void ut_forget(int fd)
 	struct ut_fd *e = &ut_fds[fd];
 	int owner = __atomic_load_n(&e->owner, __ATOMIC_ACQUIRE);
 	uint32_t s = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+	/* A companion being opened may be this number before its owner is
+	 * recorded: then take the lock, which the opener holds until it is. */
 	if (owner == 0 && s != UT_FD_YES && __atomic_load_n(&e->companion1, __ATOMIC_ACQUIRE) == 0 &&
-	    __atomic_load_n(&e->users, __ATOMIC_ACQUIRE) == 0) {
+	    __atomic_load_n(&e->users, __ATOMIC_ACQUIRE) == 0 &&
+	    __atomic_load_n(&ut_opening, __ATOMIC_SEQ_CST) == 0) {
 		if (s != UT_FD_UNKNOWN)
 			__atomic_store_n(&e->state, UT_FD_UNKNOWN, __ATOMIC_RELEASE);
 		return;
@@ -428,10 +432,13 @@ void ut_forget(int fd)
 	if (e->owner > 0) {
 		/* The caller closes a number we use as a companion. */
 		struct ut_fd *o = &ut_fds[e->owner - 1];
+		/* Unpublish first, then wait for the writers that may have
+		 * picked the number up before, then let it be closed. */
+		int mine = fd + 1;
+		__atomic_compare_exchange_n(&o->companion1, &mine, 0, 0, __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE);
 		while (__atomic_load_n(&o->users, __ATOMIC_ACQUIRE) != 0)
 			sched_yield();
-		if (o->companion1 == fd + 1)
-			__atomic_store_n(&o->companion1, 0, __ATOMIC_RELEASE);
 		e->owner = 0;
 	}
 	__atomic_store_n(&e->state, UT_FD_UNKNOWN, __ATOMIC_RELEASE);
@@ -481,6 +488,7 @@ static int open_companion(int fd, struct ut_fd *e)
 	} else if (usable) {
 		char link[64];
 		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+		__atomic_fetch_add(&ut_opening, 1, __ATOMIC_SEQ_CST);
 		int c = (int)syscall(SYS_openat, AT_FDCWD, link, O_WRONLY | O_DIRECT | O_CLOEXEC);
 		struct stat st;
 		if (c >= 0 && (fstat(c, &st) != 0 || st.st_dev != e->dev || st.st_ino != e->ino)) {
@@ -497,6 +505,7 @@ static int open_companion(int fd, struct ut_fd *e)
 			UT_INC(companion_opens);
 			ok = 1;
 		}
+		__atomic_fetch_sub(&ut_opening, 1, __ATOMIC_SEQ_CST);
 	}
 	pthread_mutex_unlock(&ut_mu);
 	return ok;

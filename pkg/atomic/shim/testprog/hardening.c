@@ -185,7 +185,7 @@ static int cmd_signal(const char *path, const char *sigpath, long iters)
 	sa.sa_handler = on_timer;
 	sa.sa_flags = SA_RESTART;
 	sigaction(SIGALRM, &sa, NULL);
-	struct itimerval it = { { 0, 50 }, { 0, 50 } };
+	struct itimerval it = { { 0, 1000 }, { 0, 1000 } };
 	setitimer(ITIMER_REAL, &it, NULL);
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0 || ftruncate(fd, PAGES * UNIT))
