@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/untorn/untorn/pkg/driver"
 )
 
 var (
@@ -56,14 +57,13 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 		return err
 	}
 	sock := filepath.Join(o.registrationDir, name+"-reg.sock")
-	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale registration socket: %w", err)
-	}
-	lis, err := net.Listen("unix", sock)
+	// Only the kubelet (root) connects: the socket is 0600 whatever the
+	// umask, and a file at its path that is not a stale socket is refused.
+	lis, err := driver.ListenUnix(sock, 0o600)
 	if err != nil {
-		return fmt.Errorf("listen on registration socket: %w", err)
+		return fmt.Errorf("registration socket: %w", err)
 	}
-	defer os.Remove(sock)
+	defer lis.Close()
 
 	srv := grpc.NewServer()
 	reg := &registrationServer{driverName: name, endpoint: o.kubeletRegistrationPath, log: log, refused: make(chan error, 1)}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -177,5 +178,48 @@ func TestWaitTimeout(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 0 {
 		t.Fatalf("files left in the registration dir: %v", entries)
+	}
+}
+
+// TestRegistrationSocketModeAndForeignFile: under umask 000 the
+// registration socket is 0600; a file at its path that is not a socket
+// makes run fail and is left as it was.
+func TestRegistrationSocketModeAndForeignFile(t *testing.T) {
+	old := syscall.Umask(0)
+	t.Cleanup(func() { syscall.Umask(old) })
+	dir := shortDir(t)
+	regDir := filepath.Join(dir, "registry")
+	if err := os.Mkdir(regDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o := options{csiAddress: filepath.Join(dir, "csi.sock"), kubeletRegistrationPath: "/var/lib/kubelet/plugins/untorn.csi.dev/csi.sock",
+		registrationDir: regDir}
+	serveDriver(t, o.csiAddress, "untorn.csi.dev")
+	regSock := filepath.Join(regDir, "untorn.csi.dev-reg.sock")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, o, logr.Discard()) }()
+	testutil.WaitForFile(t, regSock, 20*time.Second)
+	fi, err := os.Lstat(regSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("registration socket mode %v, want a socket with 0600", fi.Mode())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	if err := os.WriteFile(regSock, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), o, logr.Discard()); err == nil {
+		t.Fatal("run replaced a regular file at the registration socket path")
+	}
+	if got, err := os.ReadFile(regSock); err != nil || string(got) != "keep me" {
+		t.Fatalf("file at the registration socket path changed: %q %v", got, err)
 	}
 }
