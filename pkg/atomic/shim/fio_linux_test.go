@@ -38,7 +38,7 @@ func TestFio(t *testing.T) {
 			// counter line at exit (forked jobs end with _exit).
 			args := append([]string{"--thread", "--name=" + tc.engine, "--filename=" + filepath.Join(xfs, tc.engine),
 				"--ioengine=" + tc.engine, "--rw=randwrite", "--bs=" + strconv.Itoa(tc.bs),
-				"--size=" + strconv.Itoa(size), "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+				"--size=" + strconv.Itoa(size), "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
 				"--output-format=terse"}, tc.args...)
 			text, err := runProg(shimEnv(lib, stats, "UNTORN_UNIT=8192"), "fio", args...)
 			if err != nil {
