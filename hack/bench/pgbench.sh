@@ -2,7 +2,8 @@
 # PostgreSQL 15 pgbench on XFS loop volumes: what the writethrough shim costs
 # and saves. A benchmark, not a test: it prints figures and ratios.
 #
-# Arms (run in alternating rounds; medians per arm):
+# Arms (run in alternating rounds, the order rotated each round so every arm
+# takes every position; medians per arm):
 #   stock    full_page_writes=on, no shim
 #   fpw-off  full_page_writes=off, no shim (UNSAFE: the limit to compare with)
 #   untorn   full_page_writes=off + shim (XFS software atomic writes here)
@@ -14,18 +15,52 @@
 #            (UNTORN_EXCLUDE=; the shim's default leaves */pg_wal/* on the
 #            buffered path); add with --arms
 #
+# Profiles (flags given after --profile override its values):
+#   default  scale 20 (300 MB), 4 clients, 45 s runs, checkpoint_timeout=30s,
+#            max_wal_size=512MB, shared_buffers=128MB, 3 rounds
+#   large    scale 200 (3 GB: 25x shared_buffers=128MB, 330,000 pages of
+#            pgbench_accounts, so almost every update after a checkpoint is a
+#            page's first and costs a full-page image), 32 clients, 90 s
+#            runs, checkpoint_timeout=45s with max_wal_size=8GB (checkpoints
+#            by time, the same rhythm for every arm: two per run; a cycle
+#            touches far fewer pages than the table has, as a 5-minute cycle
+#            on a faster machine with a bigger table does), 3 rounds: 4 arms
+#            x 3 rounds take about 30 minutes here; a 16 GiB sparse volume
+#            per run (one at a time) and a 3 GB template
+#   smoke    scale 1, 2 clients, 4 s runs, 1 round: proves the script works
+#
 # Per run: TPS, WAL bytes per transaction (pg_wal_lsn_diff), bytes written to
-# the loop device(s) per transaction (/sys/block/loopN/stat). Last line:
+# the loop device(s) per transaction (/sys/block/loopN/stat), and from the
+# per-second progress (pgbench -P 1) the coefficient of variation of TPS
+# (stddev/mean) and the worst second. A plot of every arm's per-second TPS
+# (its median run) goes to --svg. Last line:
 #   wal_ratio=<untorn/stock> device_bytes_ratio=<direct/stock>
 #   tps_ratio=<direct/stock> sw_tps_ratio=<untorn/stock>
-#   sw_device_bytes_ratio=<untorn/stock> pairs=<rounds>
+#   sw_device_bytes_ratio=<untorn/stock> cv_ratio=<direct/stock CV>
+#   limit_tps_ratio=<fpw-off/stock> pairs=<rounds>
+# With --sweep 4,16,64 each round runs every arm at each client count; the
+# last line is then per count: sweep=4,16,64 tps_ratio=<r4>,<r16>,<r64>
+#   sw_tps_ratio=... limit_tps_ratio=... pairs=<rounds>
 #
-# Usage: hack/bench/pgbench.sh [--rounds 3] [--duration 45] [--scale 20]
-#          [--clients 4] [--separate-wal] [--arms stock,fpw-off,untorn,direct]
+# The volumes are formatted with the planner's mkfs arguments (untornctl
+# plan --fs xfs --unit 8Ki), as the driver formats them.
+#
+# Usage: hack/bench/pgbench.sh [--profile default|large|smoke] [--rounds N]
+#          [--duration S] [--scale N] [--clients N] [--sweep 4,16,64]
+#          [--separate-wal] [--arms stock,fpw-off,untorn,direct] [--svg FILE]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. hack/bench/lib.sh
 
-rounds=3 duration=45 scale=20 clients=4 separate=0
+profile=default
+if [ "${1:-}" = --profile ]; then profile=${2:-}; shift 2; fi
+case $profile in
+default) rounds=3 duration=45 scale=20 clients=4 ckpt=30s maxwal=512MB volsize=8G ;;
+large) rounds=3 duration=90 scale=200 clients=32 ckpt=45s maxwal=8GB volsize=16G ;;
+smoke) rounds=1 duration=4 scale=1 clients=2 ckpt=30s maxwal=512MB volsize=2G ;;
+*) echo "pgbench.sh: unknown profile '$profile' (default, large, smoke)" >&2; exit 2 ;;
+esac
+separate=0 sweep='' svg=''
 arms=stock,fpw-off,untorn,direct
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -33,8 +68,11 @@ while [ $# -gt 0 ]; do
 	--duration) duration=$2; shift 2 ;;
 	--scale) scale=$2; shift 2 ;;
 	--clients) clients=$2; shift 2 ;;
+	--sweep) sweep=$2; shift 2 ;;
 	--separate-wal) separate=1; shift ;;
 	--arms) arms=$2; shift 2 ;;
+	--svg) svg=$2; shift 2 ;;
+	--profile) echo "pgbench.sh: --profile must come first" >&2; exit 2 ;;
 	*) echo "pgbench.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
 	esac
 done
@@ -43,14 +81,18 @@ for a in ${arms//,/ }; do
 		echo "pgbench.sh: unknown arm $a (stock, fpw-off, untorn, direct, untorn-wal)" >&2; exit 2 ;;
 	esac
 done
+for n in "$rounds" "$duration" "$scale" "$clients" ${sweep//,/ }; do
+	[[ $n =~ ^[1-9][0-9]*$ ]] || { echo "pgbench.sh: '$n' is not a positive whole number" >&2; exit 2; }
+done
 if [ "$(id -u)" -ne 0 ]; then
 	echo "pgbench.sh: run as root (loop devices, mkfs, mount)" >&2
 	exit 2
 fi
 pgbin=/usr/lib/postgresql/15/bin
 [ -x $pgbin/postgres ] || { echo "pgbench.sh: postgresql-15 is not installed" >&2; exit 2; }
+svg=${svg:-${TMPDIR:-/tmp}/untorn-pgbench-$profile.svg}
 
-work=$(mktemp -d /tmp/untorn-pgbench.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/untorn-pgbench.XXXXXX")
 chmod 755 "$work"
 loops=() mounts=()
 cleanup() {
@@ -58,57 +100,49 @@ cleanup() {
 	if [ -f "$work/data/postmaster.pid" ]; then
 		runuser -u postgres -- $pgbin/pg_ctl stop -D "$work/data" -m immediate -w >/dev/null 2>&1
 	fi
+	if [ -f "$work/tmpl/data/postmaster.pid" ]; then
+		runuser -u postgres -- $pgbin/pg_ctl stop -D "$work/tmpl/data" -m immediate -w >/dev/null 2>&1
+	fi
 	for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m"; done
 	for l in "${loops[@]}"; do losetup -d "$l"; done
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-echo "== building the shim"
+echo "== building the shim, the planner and the plotter"
 nice make -s -C pkg/atomic/shim OUT="$work/shim" glibc >/dev/null
 lib=$work/shim/glibc/libuntorn.so
+bench_tools
 
-# newvol NAME SIZE: a fresh loop device ($dev) on a sparse file. Every run
-# gets new devices: a device just unmounted can stay busy for a while.
+# newvol NAME SIZE: a fresh loop device ($dev) on a sparse file, formatted
+# by the planner's XFS plan. Every run gets new devices: a device just
+# unmounted can stay busy for a while.
 newvol() {
 	truncate -s "$2" "$work/$1.img"
 	dev=$(losetup --find --show --direct-io=on "$work/$1.img")
 	loops+=("$dev")
+	bench_mkfs_xfs "$dev" 8Ki
 }
-ddev= wdev=
-mkdir -p "$work/data" "$work/sock" "$work/tmpl" "$work/logs"
+ddev='' wdev=''
+mkdir -p "$work/data" "$work/sock" "$work/tmpl" "$work/logs" "$work/series"
 chown postgres: "$work/sock" "$work/tmpl" "$work/logs"
 port=$((40000 + $$ % 10000))
 psql() { runuser -u postgres -- $pgbin/psql -h "$work/sock" -p $port -U postgres -qAt "$@"; }
-sectors() { # sectors written on the volumes so far
-	local s=0 d
-	for d in $ddev $wdev; do
-		s=$((s + $(awk '{print $7}' /sys/block/"$(basename "$d")"/stat)))
-	done
-	echo $s
-}
 
 echo "== template cluster: initdb -k, pgbench -i -s $scale"
+t0=$(date +%s)
 runuser -u postgres -- $pgbin/initdb -k -D "$work/tmpl/data" -U postgres --auth=trust -N >/dev/null
 runuser -u postgres -- $pgbin/pg_ctl start -w -D "$work/tmpl/data" -l "$work/tmpl/log" \
-	-o "-c port=$port -c listen_addresses= -c unix_socket_directories=$work/sock" >/dev/null
-runuser -u postgres -- $pgbin/pgbench -h "$work/sock" -p $port -U postgres -i -q -s "$scale" postgres >/dev/null 2>&1
+	-o "-c port=$port -c listen_addresses= -c unix_socket_directories=$work/sock -c max_wal_size=4GB" >/dev/null
+# server-side generation (G): the fastest load for a large scale
+runuser -u postgres -- $pgbin/pgbench -h "$work/sock" -p $port -U postgres -i -I dtGvp -q -s "$scale" postgres >/dev/null 2>&1
 psql -c CHECKPOINT postgres
 runuser -u postgres -- $pgbin/pg_ctl stop -w -D "$work/tmpl/data" -m fast >/dev/null
+echo "template: $(du -sh "$work/tmpl/data" | cut -f1) in $(($(date +%s) - t0))s"
 
-# retry CMD...: udev and other probes may hold a device briefly after umount.
-retry() {
-	local i
-	for i in 1 2 3 4 5 6 7 8 9 10; do
-		"$@" 2>/dev/null && return 0
-		sleep 1
-	done
-	"$@"
-}
-
-# run ARM ROUND: a fresh XFS per run, the template copied in, pgbench.
+# run ARM ROUND CLIENTS: a fresh XFS per run, the template copied in, pgbench.
 run() {
-	local arm=$1 round=$2 fpw=off env=()
+	local arm=$1 round=$2 nc=$3 fpw=off env=()
 	case $arm in
 	stock) fpw=on ;;
 	untorn) env=(LD_PRELOAD="$lib" UNTORN_UNIT=8192) ;;
@@ -116,18 +150,16 @@ run() {
 	direct) env=(LD_PRELOAD="$lib" UNTORN_UNIT=8192 UNTORN_MODE=unsafe-direct-bench
 		UNTORN_BENCH_CONFIRM=I-accept-torn-pages) ;;
 	esac
-	newvol "data-$arm-$round" 8G
+	newvol "data-$arm-$round" "$volsize"
 	ddev=$dev
-	mkfs.xfs -f -q "$ddev"
-	mount "$ddev" "$work/data"
+	bench_mount "$ddev" "$work/data"
 	mounts=("$work/data")
 	cp -a "$work/tmpl/data/." "$work/data/"
 	if [ "$separate" = 1 ]; then
-		newvol "wal-$arm-$round" 4G
+		newvol "wal-$arm-$round" "$volsize"
 		wdev=$dev
-		mkfs.xfs -f -q "$wdev"
 		mkdir -p "$work/wal"
-		mount "$wdev" "$work/wal"
+		bench_mount "$wdev" "$work/wal"
 		mounts=("$work/wal" "$work/data")
 		mv "$work/data/pg_wal" "$work/wal/pg_wal"
 		ln -s "$work/wal/pg_wal" "$work/data/pg_wal"
@@ -135,53 +167,83 @@ run() {
 	fi
 	chown postgres: "$work/data"
 	sync
-	runuser -u postgres -- env "${env[@]}" $pgbin/pg_ctl start -w -D "$work/data" -l "$work/logs/$arm-$round" \
-		-o "-c port=$port -c listen_addresses= -c unix_socket_directories=$work/sock -c full_page_writes=$fpw -c checkpoint_timeout=30s -c max_wal_size=512MB" >/dev/null
-	local lsn0 s0 out lsn1 s1
+	runuser -u postgres -- env "${env[@]}" $pgbin/pg_ctl start -w -D "$work/data" -l "$work/logs/$arm-$round-c$nc" \
+		-o "-c port=$port -c listen_addresses= -c unix_socket_directories=$work/sock -c full_page_writes=$fpw -c checkpoint_timeout=$ckpt -c max_wal_size=$maxwal -c max_connections=$((nc + 10))" >/dev/null
+	local lsn0 s0 out lsn1 s1 jobs=$((nc < 4 ? nc : 4)) series=$arm-$round-c$nc.tps
 	lsn0=$(psql -c 'SELECT pg_current_wal_lsn()' postgres)
-	s0=$(sectors)
-	out=$(runuser -u postgres -- $pgbin/pgbench -h "$work/sock" -p $port -U postgres -c "$clients" -j "$clients" -T "$duration" postgres 2>&1)
+	# shellcheck disable=SC2086 # $ddev $wdev: one or two devices
+	s0=$(bench_sectors $ddev $wdev)
+	out=$(runuser -u postgres -- $pgbin/pgbench -h "$work/sock" -p $port -U postgres -c "$nc" -j "$jobs" -P 1 -T "$duration" postgres 2>&1)
 	lsn1=$(psql -c 'SELECT pg_current_wal_lsn()' postgres)
-	s1=$(sectors)
-	local wal tx tps
+	# shellcheck disable=SC2086
+	s1=$(bench_sectors $ddev $wdev)
+	awk '/^progress: / {sub(/,$/, "", $4); print $2, $4}' <<<"$out" >"$work/series/$series"
+	local wal tx tps stats
 	wal=$(psql -c "SELECT pg_wal_lsn_diff('$lsn1', '$lsn0')" postgres)
 	tx=$(awk '/number of transactions actually processed/ {print $NF}' <<<"$out" | cut -d/ -f1)
 	tps=$(awk '/^tps = / {print $3}' <<<"$out")
+	if [ -z "$tx" ] || [ -z "$tps" ]; then echo "pgbench.sh: pgbench failed ($arm, round $round):" >&2; echo "$out" | tail -20 >&2; exit 1; fi
+	stats=$(bench_series_stats "$work/series/$series")
 	runuser -u postgres -- $pgbin/pg_ctl stop -w -D "$work/data" -m fast >/dev/null
-	for m in "${mounts[@]}"; do retry umount "$m"; done
+	for m in "${mounts[@]}"; do bench_retry umount "$m"; done
 	mounts=()
 	for d in $ddev $wdev; do losetup -d "$d"; done
-	loops=() ddev= wdev=
+	loops=() ddev='' wdev=''
 	rm -f "$work"/*-"$arm-$round".img
-	awk -v a="$arm" -v r="$round" -v tps="$tps" -v tx="$tx" -v wal="$wal" -v dev="$(((s1 - s0) * 512))" \
-		'BEGIN { printf "round=%d arm=%s tps=%.1f wal_bytes_per_tx=%.0f device_bytes_per_tx=%.0f\n", r, a, tps, wal/tx, dev/tx }' |
+	awk -v a="$arm" -v r="$round" -v c="$nc" -v tps="$tps" -v tx="$tx" -v wal="$wal" -v dev="$(((s1 - s0) * 512))" \
+		-v st="$stats" -v se="$series" \
+		'BEGIN { printf "round=%d clients=%d arm=%s tps=%.1f wal_bytes_per_tx=%.0f device_bytes_per_tx=%.0f %s series=%s\n", r, c, a, tps, wal/tx, dev/tx, st, se }' |
 		tee -a "$work/results"
 }
 
 layout=shared
-[ "$separate" = 1 ] && layout=separate-wal
-echo "== $rounds rounds x ($arms), ${duration}s each, scale $scale, $clients clients, pg_wal: $layout"
+if [ "$separate" = 1 ]; then layout='separate-wal'; fi
+counts=${sweep:-$clients}
+echo "== profile $profile: $rounds rounds x ($arms, order rotated each round), ${duration}s each, scale $scale," \
+	"clients ${counts}, checkpoint_timeout=$ckpt max_wal_size=$maxwal, pg_wal: $layout"
 for r in $(seq 1 "$rounds"); do
-	for a in ${arms//,/ }; do
-		run "$a" "$r"
+	for c in ${counts//,/ }; do
+		for a in $(bench_order "$r" "$arms"); do
+			run "$a" "$r" "$c"
+		done
 	done
 done
 
-# Medians per arm, then the ratios.
-median() { # median ARM FIELD
-	grep " arm=$1 " "$work/results" | tr ' ' '\n' | awk -F= -v f="$2" '$1 == f {print $2}' | sort -g |
-		awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
-}
-echo "== medians ($layout)"
-declare -A T W D
-for a in ${arms//,/ }; do
-	T[$a]=$(median "$a" tps) W[$a]=$(median "$a" wal_bytes_per_tx) D[$a]=$(median "$a" device_bytes_per_tx)
-	printf 'arm=%s tps=%s wal_bytes_per_tx=%s device_bytes_per_tx=%s\n' "$a" "${T[$a]}" "${W[$a]}" "${D[$a]}"
+declare -A T W D V X
+for c in ${counts//,/ }; do
+	echo "== medians ($layout, $c clients)"
+	for a in ${arms//,/ }; do
+		sel="clients=$c arm=$a "
+		T[$a.$c]=$(bench_median "$work/results" "$sel" tps) W[$a.$c]=$(bench_median "$work/results" "$sel" wal_bytes_per_tx)
+		D[$a.$c]=$(bench_median "$work/results" "$sel" device_bytes_per_tx) V[$a.$c]=$(bench_median "$work/results" "$sel" cv)
+		X[$a.$c]=$(bench_median "$work/results" "$sel" worst_tps)
+		printf 'clients=%s arm=%s tps=%s wal_bytes_per_tx=%s device_bytes_per_tx=%s cv=%s worst_tps=%s\n' "$c" "$a" \
+			"${T[$a.$c]}" "${W[$a.$c]}" "${D[$a.$c]}" "${V[$a.$c]}" "${X[$a.$c]}"
+	done
+	for a in ${arms//,/ }; do
+		[ "$a" = stock ] && continue
+		printf 'vs stock: clients=%s arm=%s tps=%s wal=%s device_bytes=%s cv=%s worst_tps=%s\n' "$c" "$a" \
+			"$(bench_ratio "${T[$a.$c]}" "${T[stock.$c]:-}")" "$(bench_ratio "${W[$a.$c]}" "${W[stock.$c]:-}")" \
+			"$(bench_ratio "${D[$a.$c]}" "${D[stock.$c]:-}")" "$(bench_ratio "${V[$a.$c]}" "${V[stock.$c]:-}")" \
+			"$(bench_ratio "${X[$a.$c]}" "${X[stock.$c]:-}")"
+	done
 done
-ratio() { awk -v a="${1:-nan}" -v b="${2:-nan}" 'BEGIN { if (b+0 == 0) print "nan"; else printf "%.3f", a/b }'; }
-for a in ${arms//,/ }; do
-	[ "$a" = stock ] && continue
-	printf 'vs stock: arm=%s tps=%s wal=%s device_bytes=%s\n' "$a" "$(ratio "${T[$a]:-}" "${T[stock]:-}")" \
-		"$(ratio "${W[$a]:-}" "${W[stock]:-}")" "$(ratio "${D[$a]:-}" "${D[stock]:-}")"
-done
-echo "wal_ratio=$(ratio "${W[untorn]:-}" "${W[stock]:-}") device_bytes_ratio=$(ratio "${D[direct]:-}" "${D[stock]:-}") tps_ratio=$(ratio "${T[direct]:-}" "${T[stock]:-}") sw_tps_ratio=$(ratio "${T[untorn]:-}" "${T[stock]:-}") sw_device_bytes_ratio=$(ratio "${D[untorn]:-}" "${D[stock]:-}") pairs=$rounds"
+
+c=${counts##*,}
+bench_plot "$svg" "pgbench ($profile: scale $scale, $c clients, checkpoint_timeout=$ckpt): TPS per second, median run of each arm" \
+	"$work/results" "$work/series" "$arms" "clients=$c " && echo "plot: $svg"
+echo "== all runs"
+cat "$work/results"
+if [ -n "$sweep" ]; then
+	col() { # col ARM: the ratios against stock per client count, comma-separated
+		local c out=
+		for c in ${counts//,/ }; do out+=${out:+,}$(bench_ratio "${T[$1.$c]:-}" "${T[stock.$c]:-}"); done
+		echo "$out"
+	}
+	echo "sweep=$counts tps_ratio=$(col direct) sw_tps_ratio=$(col untorn) limit_tps_ratio=$(col fpw-off) pairs=$rounds"
+	exit 0
+fi
+echo "wal_ratio=$(bench_ratio "${W[untorn.$c]:-}" "${W[stock.$c]:-}") device_bytes_ratio=$(bench_ratio "${D[direct.$c]:-}" "${D[stock.$c]:-}")" \
+	"tps_ratio=$(bench_ratio "${T[direct.$c]:-}" "${T[stock.$c]:-}") sw_tps_ratio=$(bench_ratio "${T[untorn.$c]:-}" "${T[stock.$c]:-}")" \
+	"sw_device_bytes_ratio=$(bench_ratio "${D[untorn.$c]:-}" "${D[stock.$c]:-}") cv_ratio=$(bench_ratio "${V[direct.$c]:-}" "${V[stock.$c]:-}")" \
+	"limit_tps_ratio=$(bench_ratio "${T[fpw-off.$c]:-}" "${T[stock.$c]:-}") pairs=$rounds"

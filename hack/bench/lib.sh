@@ -1,0 +1,99 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2154 # $work is set by the script that sources this
+# Sourced by the database benchmarks (hack/bench/pgbench.sh, sysbench.sh)
+# after they cd to the repository root and set $work: the planner's XFS
+# format, arm order, medians, ratios, per-second throughput statistics and
+# the SVG plot.
+export PATH=/usr/local/go/bin:$PATH
+
+# bench_tools: builds untornctl (the planner) and the plotter into $work.
+bench_tools() {
+	nice go build -o "$work/untornctl" ./cmd/untornctl
+	nice go build -o "$work/plot" ./hack/bench/plot
+}
+
+# bench_mkfs_xfs DEV UNIT: formats DEV (a loop device this script just made
+# on a new sparse file) exactly as the driver does: with the planner's mkfs
+# program and arguments for an XFS volume of atomic unit UNIT. Sets
+# $mount_opts to the plan's mount options (comma-separated, maybe empty).
+bench_mkfs_xfs() {
+	local plan prog args
+	plan=$("$work/untornctl" plan "$1" --fs xfs --unit "$2" --json)
+	prog=$(jq -r .mkfsProgram <<<"$plan")
+	mapfile -t args < <(jq -r '.mkfsArgs[]' <<<"$plan")
+	[ "$(jq -r .atomic <<<"$plan")" = true ] || { echo "bench: the planner gives no atomic writes on $1: $plan" >&2; return 1; }
+	"$prog" -q "${args[@]}" >/dev/null
+	mount_opts=$(jq -r '.mountOptions | join(",")' <<<"$plan")
+}
+
+# bench_mount DEV DIR: mounts DEV at DIR with the plan's mount options.
+bench_mount() {
+	if [ -n "${mount_opts:-}" ]; then mount -o "$mount_opts" "$1" "$2"; else mount "$1" "$2"; fi
+}
+
+# bench_order ROUND ARMS: ARMS (comma-separated) rotated left by ROUND-1, one
+# a line: every arm takes every position in turn across the rounds.
+bench_order() {
+	local -a a
+	IFS=, read -r -a a <<<"$2"
+	local n=${#a[@]} i
+	for i in $(seq 0 $((n - 1))); do echo "${a[$(((i + $1 - 1) % n))]}"; done
+}
+
+# bench_retry CMD...: udev and other probes may hold a device briefly after umount.
+bench_retry() {
+	local i
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		"$@" 2>/dev/null && return 0
+		sleep 1
+	done
+	"$@"
+}
+
+# bench_sectors DEV...: sectors written to the block devices so far.
+bench_sectors() {
+	local s=0 d
+	for d in "$@"; do
+		s=$((s + $(awk '{print $7}' /sys/block/"$(basename "$d")"/stat)))
+	done
+	echo $s
+}
+
+# bench_median FILE SELECTOR FIELD: the median of FIELD=value over the lines
+# of FILE that contain SELECTOR (" arm=stock "), nan if none.
+bench_median() {
+	grep -- "$2" "$1" | tr ' ' '\n' | awk -F= -v f="$3" '$1 == f {print $2}' | sort -g |
+		awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
+}
+
+# bench_ratio A B: A/B with 3 decimals, nan when either is missing or B is 0.
+bench_ratio() {
+	awk -v a="${1:-nan}" -v b="${2:-nan}" 'BEGIN { if (a == "nan" || b == "nan" || b+0 == 0) print "nan"; else printf "%.3f", a/b }'
+}
+
+# bench_series_stats FILE: FILE holds "second tps" lines; prints
+# "cv=<stddev/mean> worst_tps=<lowest second>" over them.
+bench_series_stats() {
+	awk 'NF >= 2 {n++; s += $2; q += $2*$2; if (n == 1 || $2 < m) m = $2}
+		END {if (n < 2 || s == 0) {print "cv=nan worst_tps=nan"; exit}
+			mean = s/n; v = q/n - mean*mean; if (v < 0) v = 0
+			printf "cv=%.3f worst_tps=%.1f\n", sqrt(v)/mean, m}' "$1"
+}
+
+# bench_plot OUT TITLE RESULTS SERIES_DIR ARMS [SELECTOR]: one SVG of
+# per-second TPS over time, one line per arm: the arm's run whose TPS is the
+# arm's median (the lower middle one for an even count) among the RESULTS
+# lines matching SELECTOR; its series is SERIES_DIR/<arm>-<round>[-<tag>].tps
+# as named by the run's series= field.
+bench_plot() {
+	local out=$1 title=$2 results=$3 dir=$4 arms=$5 sel=${6:-} a line s args=()
+	for a in ${arms//,/ }; do
+		line=$(grep -- " arm=$a " "$results" | grep -- "$sel" | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^tps=/) {split($i, t, "="); print t[2], $0}}' |
+			sort -g | awk '{l[NR]=$0} END {if (NR) print l[int((NR+1)/2)]}')
+		[ -n "$line" ] || continue
+		s=$(tr ' ' '\n' <<<"$line" | awk -F= '$1 == "series" {print $2}')
+		[ -f "$dir/$s" ] && args+=("$a=$dir/$s")
+	done
+	[ ${#args[@]} -gt 0 ] || return 0
+	"$work/plot" -title "$title" -o "$out" "${args[@]}"
+}
