@@ -35,6 +35,9 @@ type AtomicOps interface {
 	Probe(device string) (untorn.DeviceLimits, error)
 	Plan(dev untorn.DeviceLimits, req untorn.PlanRequest, device string) (untorn.Plan, error)
 	Verify(dir string, unit uint64) (untorn.Verification, error)
+	// SetCoWExtSize gives an XFS mount root the copy-on-write extent size
+	// hint new files inherit; changed is false when it was already set.
+	SetCoWExtSize(mountRoot string, size uint64) (changed bool, err error)
 }
 
 // SysfsAtomic implements AtomicOps with pkg/atomic on a sysfs root.
@@ -46,6 +49,9 @@ func (SysfsAtomic) Plan(dev untorn.DeviceLimits, req untorn.PlanRequest, device 
 }
 func (s SysfsAtomic) Verify(dir string, unit uint64) (untorn.Verification, error) {
 	return untorn.VerifyWith(s.Sysfs, dir, unit)
+}
+func (SysfsAtomic) SetCoWExtSize(mountRoot string, size uint64) (bool, error) {
+	return untorn.SetCoWExtSize(mountRoot, size)
 }
 
 // Deps are the driver's collaborators, built by the caller.

@@ -120,6 +120,13 @@ type fakeAtomic struct {
 	limits   untorn.DeviceLimits
 	verify   untorn.Verification
 	verified int
+	// cowHints records the SetCoWExtSize calls as "root=size".
+	cowHints []string
+}
+
+func (f *fakeAtomic) SetCoWExtSize(root string, size uint64) (bool, error) {
+	f.cowHints = append(f.cowHints, fmt.Sprintf("%s=%d", root, size))
+	return true, nil
 }
 
 func (f *fakeAtomic) Probe(string) (untorn.DeviceLimits, error) { return f.limits, nil }

@@ -151,6 +151,9 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 		tm.mark("formatAndMount")
 	}
 
+	if !readOnly {
+		d.cowHint(id, staging, plan)
+	}
 	if readOnly {
 		st.Verified = untorn.Verification{Unit: spec.Unit, Reason: "mounted read-only: no write verification"}
 	} else {
@@ -316,4 +319,22 @@ func (p *phases) mark(name string) {
 
 func (p *phases) log(id string) {
 	klog.V(4).InfoS("stage timings", append([]any{"volumeID", id}, p.kv...)...)
+}
+
+// cowHint gives an XFS atomic volume the planned copy-on-write extent size
+// hint on its root, so that files created from now on keep no speculative
+// copy-on-write reservations around their atomic writes. Volumes formatted
+// before the planner set the hint at mkfs time get it here. A failure is
+// logged, not returned: the volume holds data and works without the hint.
+func (d *Driver) cowHint(id, staging string, plan untorn.Plan) {
+	if plan.FSType != untorn.FSXFS || plan.CoWExtSize == 0 {
+		return
+	}
+	changed, err := d.atomic.SetCoWExtSize(staging, plan.CoWExtSize)
+	switch {
+	case err != nil:
+		klog.ErrorS(err, "set XFS copy-on-write extent size hint", "volumeID", id, "stagingPath", staging, "cowExtSize", plan.CoWExtSize)
+	case changed:
+		klog.InfoS("set XFS copy-on-write extent size hint on a volume formatted without it", "volumeID", id, "stagingPath", staging, "cowExtSize", plan.CoWExtSize)
+	}
 }

@@ -73,6 +73,9 @@ func TestNodeStageFormatsVerifiesAndRecords(t *testing.T) {
 	if ok, _ := e.mounter.IsMountPoint(staging); !ok {
 		t.Error("staging path not mounted")
 	}
+	if want := []string{staging + "=4096"}; !slices.Equal(e.atomic.cowHints, want) {
+		t.Errorf("copy-on-write hints %q, want %q", e.atomic.cowHints, want)
+	}
 	vol, _ := e.backend.Get(context.Background(), id)
 	if vol.Meta[metaVerifiedAtomic] != "true" || vol.Meta[metaVerifiedUnitMax] != "1048576" {
 		t.Errorf("verified limits not stored: %v", vol.Meta)
