@@ -14,7 +14,7 @@ variants=(
 	""
 	"--set registrar.mode=builtin --set livenessProbe.enabled=false"
 	"--set node.backend=loop"
-	"--set webhook.certManager.enabled=true --set webhook.failurePolicy=Fail"
+	"--set webhook.certManager.enabled=true --set webhook.failurePolicy=Ignore"
 	"--set webhook.enabled=false"
 )
 for v in "${variants[@]}"; do
