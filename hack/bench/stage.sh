@@ -4,7 +4,8 @@
 #     verify) of a SIZE loop volume, for ext4 (atomicPolicy prefer: loop
 #     devices have no hardware atomic writes) and xfs (require), against bare
 #     truncate + losetup + mkfs + mount of the same size on the same kind of
-#     loop device (direct I/O on); printed as a ratio.
+#     loop device (direct I/O on), formatted with the planner's options
+#     (untornctl plan, as the driver formats); printed as a ratio.
 #  2. CONCURRENT xfs volumes of CONCURRENT_SIZE created and staged at once:
 #     total time; afterwards no leaked loop devices, mounts or files.
 #  3. the driver's resident memory idle and after that load.
@@ -35,6 +36,7 @@ trap cleanup EXIT
 
 nice go build -o "$work/untorn-csi" ./cmd/untorn-csi
 nice go build -o "$work/csiclient" ./hack/csiclient
+nice go build -o "$work/untornctl" ./cmd/untornctl
 mkdir -p "$work/loop" "$work/state" "$work/shim" "$work/bare"
 sock=$work/csi.sock
 "$work/untorn-csi" --mode=all --endpoint "unix://$sock" --node-id bench --backend=loop --loop-dir "$work/loop" \
@@ -61,13 +63,25 @@ driver_run() { # fs policy i -> nanoseconds for the CreateVolume + NodeStageVolu
 	rmdir "$work/stg-$fs-$i" 2>/dev/null || true
 }
 
+# plan_options FS POLICY: the planner's mkfs options (without the device)
+# for a loop volume of this size and the driver's default unit (16Ki), one a
+# line: the bare baseline formats exactly as the driver does.
+plan_options() {
+	local img=$work/bare/plan.img dev
+	truncate -s "$bytes" "$img"
+	dev=$(losetup --find --show --direct-io=on "$img")
+	"$work/untornctl" plan "$dev" --fs "$1" --unit 16Ki --policy "$2" --json | jq -r '.formatOptions[]'
+	losetup -d "$dev"
+	rm -f "$img"
+}
+
 bare_run() { # fs i -> nanoseconds for truncate + losetup + mkfs + mount
 	local fs=$1 i=$2 t0 t1 img=$work/bare/$1-$2.img dev mnt=$work/bare/mnt-$1-$2
 	mkdir -p "$mnt"
 	t0=$(now)
 	truncate -s "$bytes" "$img"
 	dev=$(losetup --find --show --direct-io=on "$img")
-	if [ "$fs" = ext4 ]; then mkfs.ext4 -q -F -m0 "$dev"; else mkfs.xfs -q -f "$dev"; fi
+	if [ "$fs" = ext4 ]; then mkfs.ext4 -q -F -m0 "${plan_opts[@]}" "$dev"; else mkfs.xfs -q -f "${plan_opts[@]}" "$dev"; fi
 	mount -t "$fs" "$dev" "$mnt"
 	t1=$(now)
 	umount "$mnt"
@@ -80,6 +94,7 @@ bare_run() { # fs i -> nanoseconds for truncate + losetup + mkfs + mount
 declare -A ratio
 for spec in ext4:prefer xfs:require; do
 	fs=${spec%%:*} policy=${spec#*:}
+	mapfile -t plan_opts < <(plan_options "$fs" "$policy")
 	d=() b=()
 	for i in $(seq "$RUNS"); do
 		d+=("$(driver_run "$fs" "$policy" "$i")")
