@@ -32,12 +32,18 @@ lib=$work/shim/glibc/libuntorn.so
 ls -l "$work"/shim/*/libuntorn.so
 
 echo
-echo "== an XFS volume on a loop device (XFS gives atomic writes even without hardware support)"
+echo "== an XFS volume on a loop device (XFS gives atomic writes even without hardware support),"
+echo "   formatted as the driver formats it: the planner's mkfs arguments for an 8 KiB unit"
+go build -o "$work/untornctl" ./cmd/untornctl
 truncate -s 2G "$work/vol.img"
 dev=$(losetup --find --show --direct-io=on "$work/vol.img")
-mkfs.xfs -f -q "$dev"
+"$work/untornctl" plan "$dev" --fs xfs --unit 8Ki --json >"$work/plan.json"
+mapfile -t args < <(jq -r '.mkfsArgs[]' "$work/plan.json")
+mapfile -t mopts < <(jq -r '.mountOptions[]' "$work/plan.json")
+step "$(jq -r .mkfsProgram "$work/plan.json")" -q "${args[@]}"
+"$(jq -r .mkfsProgram "$work/plan.json")" -q "${args[@]}" >/dev/null
 mkdir -p "$mnt"
-mount "$dev" "$mnt"
+mount ${mopts[0]:+-o "$(IFS=,; echo "${mopts[*]}")"} "$dev" "$mnt"
 mkdir -p "$mnt/data" "$work/sock" "$work/stats"
 chown postgres: "$mnt/data" "$work/sock"
 chmod 1777 "$work/stats"
