@@ -1,9 +1,12 @@
 #!/bin/bash
-# hack/bench/crash.sh — count torn PostgreSQL pages after real crashes.
+# hack/bench/crash.sh — count torn database pages after real crashes.
 #
-#   hack/bench/crash.sh [--cycles N] [--arm stock|fpw-off|untorn|all]
+#   hack/bench/crash.sh [--db postgres|mariadb] [--fs ext4|xfs|xfs-hw]
+#                       [--cycles N] [--arm ARM|all] [--aio io_uring|libaio|pwrite]
 #                       [--scale S] [--split KIB] [--check-model]
 #                       [--skip-model-check]
+#
+# --db postgres (default) is described first; --db mariadb and --fs below.
 #
 # PostgreSQL 15 with data checksums (initdb -k) runs pgbench on an untorn
 # volume (LVM on a hardware-atomic NVMe disk of hack/vm.sh, ext4 bigalloc
@@ -46,8 +49,28 @@
 #   atomic write guarantee holds over power loss), host crashes, and a kill
 #   of QEMU itself (a host write in flight could be cut short).
 #
+# --db mariadb: MariaDB 10.11 (crash-mariadb.sh) on the data volume planned
+# for InnoDB's 16 KiB page, the redo log on the second disk, an 8 MiB
+# buffer pool beside a table of SCALE x 100,000 rows (about 23 MB each) that
+# 4 clients update at random. Arms: stock (innodb_doublewrite=ON), dw-off
+# (OFF), untorn (OFF with the shim, UNTORN_UNIT=16384, strict). --aio is
+# InnoDB's write path: io_uring (default: innodb_use_native_aio=ON, as the
+# example deployment runs it), libaio or pwrite. After each crash:
+# recovery, innochecksum on every tablespace with the server stopped (and
+# the pages InnoDB itself reports corrupted), CHECK TABLE ... EXTENDED.
+#
+# --fs: the data volume's filesystem path. ext4 (default): ext4 bigalloc
+# over hardware atomic units (NVMe disks 4096:65536). xfs: XFS over NVMe
+# disks without atomic units (512:512: every NVMe disk advertises one
+# logical block, less than XFS's block), so every atomic write takes XFS's
+# copy-on-write software path. xfs-hw: XFS over the 4096:65536 disks, in
+# hardware where XFS can. The model check runs on the same path (and
+# `--fs raw` checks the bare disk); on a filesystem it also runs buffered
+# 64 KiB atomic write groups through the shim beside plain buffered writes.
+#
 # The last line is machine-readable:
 #   cycles=<n> torn_stock=<a> torn_fpw_off=<b> torn_untorn=<c> recovered=<r>
+# (--db mariadb: torn_dw_off instead of torn_fpw_off)
 # (torn_* are pages with checksum failures summed over that arm's cycles;
 # "-" for an arm that did not run.) A recovery that fails is reported with
 # PostgreSQL's error; the guest then counts the pages with bad checksums
@@ -58,29 +81,53 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VM_CACHE=${UNTORN_CACHE:-/var/cache/untorn}/vm
-CYCLES=30 ARM=all SCALE=10 SPLIT=4 CHECK_MODEL=1 MODEL_ONLY=""
+CYCLES=30 ARM=all SCALE="" SPLIT=4 CHECK_MODEL=1 MODEL_ONLY="" DB=postgres FS=ext4 AIO=io_uring
+USAGE="usage: $0 [--db postgres|mariadb] [--fs ext4|xfs|xfs-hw|raw] [--cycles N] [--arm ARM|all] [--aio io_uring|libaio|pwrite] [--scale S] [--split KIB] [--check-model] [--skip-model-check]"
 while [ $# -gt 0 ]; do
+	[ $# -ge 2 ] || case $1 in --check-model | --skip-model-check) ;; *) echo "$USAGE" >&2; exit 2 ;; esac
 	case $1 in
+	--db) DB=$2; shift 2 ;;
+	--fs) FS=$2; shift 2 ;;
+	--aio) AIO=$2; shift 2 ;;
 	--cycles) CYCLES=$2; shift 2 ;;
 	--arm) ARM=$2; shift 2 ;;
 	--scale) SCALE=$2; shift 2 ;;
 	--split) SPLIT=$2; shift 2 ;;
 	--check-model) MODEL_ONLY=1; shift ;;
 	--skip-model-check) CHECK_MODEL=""; shift ;;
-	*) echo "usage: $0 [--cycles N] [--arm stock|fpw-off|untorn|all] [--scale S] [--split KIB] [--check-model] [--skip-model-check]" >&2; exit 2 ;;
+	*) echo "$USAGE" >&2; exit 2 ;;
 	esac
 done
 [[ $CYCLES =~ ^[1-9][0-9]*$ ]] || { echo "crash: --cycles must be a positive number" >&2; exit 2; }
+case $DB in
+postgres) WEAK=fpw-off SCALE=${SCALE:-10} GUEST=crash-guest.sh ;;
+mariadb) WEAK=dw-off SCALE=${SCALE:-5} GUEST=crash-mariadb.sh ;;
+*) echo "crash: --db must be postgres or mariadb" >&2; exit 2 ;;
+esac
+case $FS in
+ext4 | xfs-hw) DISK=4096:65536 ;;
+xfs) DISK=512:512 ;;
+raw) DISK=4096:65536 ;;
+*) echo "crash: --fs must be ext4, xfs or xfs-hw (raw: the bare disk, for --check-model)" >&2; exit 2 ;;
+esac
+case $AIO in
+io_uring | libaio | pwrite) [ "$DB" = mariadb ] || [ "$AIO" = io_uring ] || { echo "crash: --aio is InnoDB's write path (--db mariadb)" >&2; exit 2; } ;;
+*) echo "crash: --aio must be io_uring, libaio or pwrite" >&2; exit 2 ;;
+esac
 [[ $SCALE =~ ^[1-9][0-9]*$ ]] || { echo "crash: --scale must be a positive number" >&2; exit 2; }
 case $SPLIT in
 0 | 4 | 8 | 16 | 32 | 64 | 128) ;;
 *) echo "crash: --split must be 0 (off) or a command size in KiB: 4, 8, 16 … 128" >&2; exit 2 ;;
 esac
 case $ARM in
-all) ARMS=(stock fpw-off untorn) ;;
-stock | fpw-off | untorn) ARMS=("$ARM") ;;
-*) echo "crash: --arm must be stock, fpw-off, untorn or all" >&2; exit 2 ;;
+all) ARMS=(stock "$WEAK" untorn) ;;
+stock | "$WEAK" | untorn) ARMS=("$ARM") ;;
+*) echo "crash: --arm must be stock, $WEAK, untorn or all (--db $DB)" >&2; exit 2 ;;
 esac
+if [ "$FS" = raw ] && [ -z "$MODEL_ONLY" ]; then
+	echo "crash: --fs raw is the bare disk of the model check (--check-model); the arms need a filesystem" >&2
+	exit 2
+fi
 LOGDIR=${UNTORN_CRASH_LOGS:-${UNTORN_CACHE:-/var/cache/untorn}/crash-logs}
 mkdir -p "$LOGDIR"
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -102,29 +149,39 @@ model_trace_check() {
 }
 
 check_model() {
-	local log=$LOGDIR/model-$STAMP.log trace=model-$STAMP.trace
-	echo "crash: checking the crash model (log: $log)"
+	local log=$LOGDIR/model-$FS-$STAMP.log trace=model-$FS-$STAMP.trace t0=$SECONDS
+	echo "crash: checking the crash model on $FS (log: $log)"
 	# QEMU's trace goes to a file under the cache (mounted at /vm for QEMU).
 	rm -f "$VM_CACHE/$trace"
 	UNTORN_VM_CPUS=1 UNTORN_VM_QEMU_ARGS="-D /vm/$trace -trace pci_nvme_write -trace pci_nvme_rw_cb -trace pci_nvme_mmio_doorbell_sq -trace pci_nvme_mmio_asqaddr" \
-		"$ROOT/hack/vm.sh" run --disk 4096:65536:size=1G --allow-reset --timeout 3600 -- bench/crash-model.sh "$SPLIT" >"$log" 2>&1 || {
+		"$ROOT/hack/vm.sh" run --disk "$DISK:size=1G" --allow-reset --timeout 3600 -- bench/crash-model.sh "$SPLIT" "$FS" >"$log" 2>&1 || {
 		tail -20 "$log"
 		echo "crash: the crash-model run failed" >&2
 		return 1
 	}
 	mv "$VM_CACHE/$trace" "$LOGDIR/$trace"
-	grep '^tear-reset\|^plain-reset' "$log" | sed 's/^/crash: model: guest: /'
-	grep '^tear-check\|^plain-check' "$log" | sed 's/^/crash: model: guest: /'
-	# Acknowledged writes (the guest saw them complete) must be on the disk.
+	grep '^tear-reset\|^plain-reset\|^group-shim\|^crash: volume' "$log" | sed 's/^/crash: model: guest: /'
+	grep -E '^(tear|plain|group|bplain)-check' "$log" | sed 's/^/crash: model: guest: /'
+	# Acknowledged writes (the guest saw them complete) must be on the disk:
+	# the direct RWF_ATOMIC ones (tear) and the shim's groups (group).
 	awk '
-		/^tear-ack / { split($0, f, /[ =]/); acked[f[5]] = f[7] }
-		/^tear-slot / { split($0, f, /[ =]/); have[f[3]] = f[5] }
+		/^(tear|group)-ack / { split($0, f, /[ =]/); acked[f[1] f[5]] = f[7] }
+		/^(tear|group)-slot / { split($0, f, /[ =]/); have[f[1] f[3]] = f[5] }
 		END {
 			n = 0; lost = 0
-			for (sl in acked) { n++; if (!(sl in have) || have[sl] + 0 < acked[sl] + 0) lost++ }
+			for (sl in acked) {
+				n++; h = sl; sub(/-ack/, "-slot", h)
+				if (!(h in have) || have[h] + 0 < acked[sl] + 0) lost++
+			}
 			printf "crash: model: acknowledged writes checked %d, missing after the reset %d\n", n, lost
 			exit lost != 0
-		}' "$log" || { echo "crash: MODEL BROKEN: an acknowledged write was lost" >&2; return 1; }
+		}' "$log" || case $FS in
+		raw | ext4) echo "crash: MODEL BROKEN: an acknowledged write was lost" >&2; return 1 ;;
+		# XFS's copy-on-write path: a write's remapping is in the log,
+		# durable with the next log write or fsync (none here), so an
+		# acknowledged write may be rolled back whole to the older data.
+		*) echo "crash: model: on $FS unsynced acknowledged writes may be rolled back whole (copy-on-write remap not yet in the log)" ;;
+		esac
 	# One I/O queue (1 vCPU), so command ids of in-flight commands are unique.
 	# The guest sets the admin queue address when its driver enables the
 	# controller: the first time after the first write is the rebooted
@@ -133,6 +190,26 @@ check_model() {
 	# before the rebooted guest enables the controller.
 	model_trace_check "$LOGDIR/$trace" || { echo "crash: MODEL BROKEN: an accepted write did not complete" >&2; return 1; }
 	grep -q '^tear-check .* torn=0 ' "$log" || { echo "crash: MODEL BROKEN: a 64 KiB atomic slot was torn by the reset" >&2; return 1; }
+	if [ "$FS" != raw ]; then
+		# Buffered atomic write groups through the shim: none may tear, the
+		# writer must have run to the reset, the shim must have done them.
+		if grep -q '^group-writer-failed' "$log"; then
+			grep -B3 '^group-writer-failed' "$log" | tail -4 >&2
+			echo "crash: MODEL BROKEN: the buffered group writer stopped before the reset" >&2
+			return 1
+		fi
+		grep -q '^group-check .* torn=0 ' "$log" || { echo "crash: TORN: a buffered 64 KiB atomic write group was torn by the reset" >&2; return 1; }
+		local gd
+		gd=$(sed -n 's/^group-shim .*group_done=\([0-9]*\).*group_kernel=\([0-9]*\).*/\1 \2/p' "$log" | awk '{print $1 + $2}')
+		[ "${gd:-0}" -gt 0 ] || { echo "crash: model: the shim's counters show no buffered atomic group done" >&2; return 1; }
+		local btorn
+		btorn=$(sed -n 's/^bplain-check .* torn=\([0-9]*\) .*/\1/p' "$log")
+		if [ "${btorn:-0}" -gt 0 ]; then
+			echo "crash: model: buffered 64 KiB writes: $btorn plain ones torn, no atomic group torn"
+		else
+			echo "crash: model: warning: this reset tore no plain buffered 64 KiB write; no atomic group torn"
+		fi
+	fi
 	# The same reset must tear plain writes when the queue is split, or the
 	# arms without atomic writes could never show a torn page.
 	local ptorn
@@ -144,15 +221,22 @@ check_model() {
 	elif [ "$SPLIT" != 0 ]; then
 		echo "crash: model: warning: this reset tore no plain 64 KiB write (it tore 5 and 8 in earlier runs); the arms' own figures show whether pages tear"
 	fi
-	echo "crash: model ok: accepted writes complete across the guest reset; no slot torn; no acknowledged write lost"
+	echo "crash: model ok on $FS: accepted writes complete across the guest reset; no atomic slot torn; no acknowledged write lost ($((SECONDS - t0)) s)"
 }
 
-run_arm() { # run_arm ARM -> appends to RESULTS
-	local arm=$1 log=$LOGDIR/$1-$STAMP.log
-	echo "crash: arm $arm, $CYCLES cycles, pgbench scale $SCALE, split ${SPLIT} KiB (log: $log)"
+arm_log() { # arm_log ARM -> the arm's log file
+	local tag=$DB-$FS-$1
+	[ "$DB" = postgres ] || tag+=-$AIO
+	echo "$LOGDIR/$tag-$STAMP.log"
+}
+
+run_arm() { # run_arm ARM: one VM, all the arm's cycles
+	local arm=$1 log
+	log=$(arm_log "$arm")
+	echo "crash: $DB on $FS, arm $arm$([ "$DB" = postgres ] || echo " ($AIO)"), $CYCLES cycles, scale $SCALE, split ${SPLIT} KiB (log: $log)"
 	set +e
-	"$ROOT/hack/vm.sh" run --disk 4096:65536:size=8G --disk 4096:65536:size=2G --mem 2G --allow-reset \
-		--timeout $((PER_CYCLE * (CYCLES + 1))) -- bench/crash-guest.sh "$arm" "$CYCLES" "$SCALE" "$SPLIT" 2>&1 |
+	"$ROOT/hack/vm.sh" run --disk "$DISK:size=8G" --disk "$DISK:size=2G" --mem 2G --allow-reset \
+		--timeout $((PER_CYCLE * (CYCLES + 1))) -- bench/$GUEST "$arm" "$CYCLES" "$SCALE" "$SPLIT" "$FS" "$AIO" 2>&1 |
 		tee "$log" | grep --line-buffered -E '^crash: |^vm: '
 	set -e
 }
@@ -161,33 +245,49 @@ if [ -n "$CHECK_MODEL" ] || [ -n "$MODEL_ONLY" ]; then
 	check_model || exit 1
 	[ -z "$MODEL_ONLY" ] || exit 0
 fi
-declare -A TORN=([stock]=- [fpw-off]=- [untorn]=-)
+declare -A TORN=([stock]=- [$WEAK]=- [untorn]=-)
 total=0 recovered=0 failed=0
 for arm in "${ARMS[@]}"; do
+	t0=$SECONDS
 	run_arm "$arm"
-	log=$LOGDIR/$arm-$STAMP.log
+	log=$(arm_log "$arm")
 	n=$(grep -c '^CRASH_RESULT' "$log" || true)
 	r=$(grep -c '^CRASH_RESULT.* recovered=yes' "$log" || true)
 	t=$(sed -n 's/^CRASH_RESULT.* checksum_failures=\([0-9]*\) .*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
-	a=$(grep -c '^CRASH_RESULT.* amcheck=failed' "$log" || true)
-	echo "crash: arm $arm: cycles=$n recovered=$r pages_with_checksum_failures=$t amcheck_failures=$a"
+	# The database's own check: pg_amcheck, or CHECK TABLE ... EXTENDED.
+	a=$(grep -cE '^CRASH_RESULT.* (amcheck|check_table)=failed' "$log" || true)
+	echo "crash: arm $arm: cycles=$n recovered=$r pages_with_checksum_failures=$t db_check_failures=$a ($((SECONDS - t0)) s, $(((SECONDS - t0) / (n > 0 ? n : 1))) s a cycle)"
 	TORN[$arm]=$t
 	total=$((total + n)) recovered=$((recovered + r))
-	# Without full-page writes or the shim a torn page can stop recovery:
-	# that is what the fpw-off arm is there to show, not a failure of the
-	# test (the guest counts the bad pages and rebuilds the cluster).
-	[ "$r" -eq "$n" ] || [ "$arm" = fpw-off ] || failed=1
+	# Without the torn-page defence or the shim a torn page can stop
+	# recovery: that is what the fpw-off and dw-off arms are there to show,
+	# not a failure of the test (the guest counts the bad pages and
+	# rebuilds the cluster or instance).
+	[ "$r" -eq "$n" ] || [ "$arm" = "$WEAK" ] || failed=1
 	[ "$n" -eq "$CYCLES" ] || { echo "crash: arm $arm finished $n of $CYCLES cycles" >&2; failed=1; }
 	if [ "$arm" = untorn ] && { [ "$t" -ne 0 ] || [ "$a" -ne 0 ]; }; then failed=1; fi
+	if [ "$arm" = untorn ] && [ "$t" -ne 0 ]; then
+		echo "crash: TORN: the untorn arm ($DB on $FS) has $t pages with checksum failures" >&2
+	fi
 	if [ "$arm" = untorn ]; then
 		# The untorn arm means something only if the shim really made the
-		# page writes atomic: its counters must show atomic writes.
-		aw=$(sed -n 's/^CRASH_SHIM.* atomic_writes=\([0-9]*\).*/\1/p' "$log" | tail -1)
-		if [ -z "$aw" ] || [ "$aw" -eq 0 ]; then
-			echo "crash: arm untorn: the shim's counters show no atomic write (atomic_writes=${aw:-missing})" >&2
+		# page writes atomic: its counters must show atomic writes (for
+		# MariaDB on the write path under test), and no strict failure.
+		if [ "$DB" = mariadb ]; then
+			aw=$(sed -n 's/^CRASH_SHIM[A-Z_]* .* path_atomic=\([0-9]*\).*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+		else
+			aw=$(sed -n 's/^CRASH_SHIM.* atomic_writes=\([0-9]*\).*/\1/p' "$log" | tail -1)
+		fi
+		sf=$(sed -n 's/^CRASH_SHIM.* strict_failures=\([0-9]*\).*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+		if [ -z "$aw" ] || [ "$aw" -eq 0 ] || [ "$sf" -ne 0 ]; then
+			echo "crash: arm untorn: the shim's counters show atomic_writes=${aw:-missing} strict_failures=$sf" >&2
 			failed=1
 		fi
 	fi
 done
-echo "cycles=$total torn_stock=${TORN[stock]} torn_fpw_off=${TORN[fpw-off]} torn_untorn=${TORN[untorn]} recovered=$recovered"
+if [ "$DB" = mariadb ]; then
+	echo "cycles=$total torn_stock=${TORN[stock]} torn_dw_off=${TORN[dw-off]} torn_untorn=${TORN[untorn]} recovered=$recovered"
+else
+	echo "cycles=$total torn_stock=${TORN[stock]} torn_fpw_off=${TORN[fpw-off]} torn_untorn=${TORN[untorn]} recovered=$recovered"
+fi
 exit $failed

@@ -19,10 +19,10 @@ MIRROR=${UNTORN_VM_MIRROR:-http://deb.debian.org/debian}
 # shellcheck source=resolve.sh
 . "$VM_SRC/resolve.sh"
 # Packages of the guest root; the key changes with the list and setup script.
-ROOT_PKGS="e2fsprogs xfsprogs lvm2 util-linux strace postgresql-15 postgresql-client-15 procps kmod psmisc"
+ROOT_PKGS="e2fsprogs xfsprogs lvm2 util-linux strace postgresql-15 postgresql-client-15 procps kmod psmisc mariadb-server mariadb-client"
 ROOT_KEY=bookworm-$(printf '%s\n' "$ROOT_PKGS" | cat - "$VM_SRC/root-setup.sh" | sha256sum | cut -c1-12)
 # Modules the first-stage init loads (their modules.dep closure is added).
-MODULES="nvme virtio_blk ext4 overlay dm-mod"
+MODULES="nvme virtio_blk ext4 xfs overlay dm-mod"
 
 log() { printf 'vm: %s\n' "$*" >&2; }
 die() { printf 'vm: error: %s\n' "$*" >&2; exit 2; }
@@ -210,6 +210,9 @@ build_binaries() {
 		github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity) || die "go build csi-sanity failed"
 	(cd "$REPO" && CGO_ENABLED=0 nice go build -trimpath -o "$BIN_OUT/vmtool" ./hack/vm/vmtool) ||
 		die "go build ./hack/vm/vmtool failed"
+	# The crash model's buffered writer (C: the shim must be able to preload it).
+	nice cc -std=gnu11 -O2 -Wall -Wextra -Werror -o "$BIN_OUT/tearw" "$REPO/hack/vm/tearw/tearw.c" -pthread ||
+		die "cc hack/vm/tearw/tearw.c failed"
 	rm -f "$BIN_OUT"/libuntorn-*.so
 	if [ -e "$REPO/Makefile" ] && grep -q '^shim:' "$REPO/Makefile"; then
 		nice make -s -C "$REPO" shim || die "make shim failed"
@@ -233,7 +236,7 @@ build_binaries() {
 stage_binaries() {
 	local s=$1 f
 	mkdir -p "$s/bin" "$s/lib" "$s/vm" "$s/tests" "$s/bench"
-	for f in untornctl untorn-csi csi-sanity vmtool shim-patterns; do
+	for f in untornctl untorn-csi csi-sanity vmtool shim-patterns tearw; do
 		[ -e "$BIN_OUT/$f" ] && cp "$BIN_OUT/$f" "$s/bin/"
 	done
 	for f in glibc musl; do

@@ -1,10 +1,11 @@
 #!/bin/bash
 # Guest side of hack/bench/crash.sh: runs on every boot of one VM (QEMU keeps
 # running across the guest resets, so the NVMe disk keeps what the device
-# completed). Usage: crash-guest.sh ARM CYCLES SCALE
+# completed). Usage: crash-guest.sh ARM CYCLES SCALE [SPLIT [FS]]
 #
-# Boot 1 builds the volume (LVM on /dev/atomic0, ext4 bigalloc as
-# untornctl plans it for an 8 KiB unit), a plain ext4 WAL volume on
+# Boot 1 builds the volume (LVM on /dev/atomic0 formatted as untornctl
+# plans it for an 8 KiB unit: FS ext4 (default, bigalloc), xfs or xfs-hw,
+# see crash-volume.sh), a plain ext4 WAL volume on
 # /dev/atomic1, and a PostgreSQL 15 cluster with data checksums, then
 # starts the load. Every later boot is the aftermath
 # of a crash: recover, count, load again, crash again — until CYCLES crashes
@@ -19,7 +20,7 @@
 # max_sectors_kb, and reach the device whole.
 set -uo pipefail
 export PATH=/untorn/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C DM_DISABLE_UDEV=1
-ARM=$1 CYCLES=$2 SCALE=$3 SPLIT=${4:-0}
+ARM=$1 CYCLES=$2 SCALE=$3 SPLIT=${4:-0} FS=${5:-ext4}
 VG=crashvg LV=pg MNT=/pgdata DATA=/pgdata/db STATE=/pgdata/crash-state
 # The WAL lives on a second disk (as the example StatefulSet puts pg_wal on
 # its own volume): the data disk then carries relation pages, and a crash
@@ -27,6 +28,7 @@ VG=crashvg LV=pg MNT=/pgdata DATA=/pgdata/db STATE=/pgdata/crash-state
 WALDEV=/dev/atomic1 WALMNT=/pgwal
 SHIM=/untorn/lib/glibc/libuntorn.so
 . "$(dirname "$0")/split-queue.sh"
+. "$(dirname "$0")/crash-volume.sh"
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "crash: $*"; }
 pg() { runuser -u postgres -- "$@"; }
@@ -52,18 +54,7 @@ start_pg() { # start_pg LOGFILE: with the arm's settings (and shim)
 }
 
 first_boot() {
-	local dev plan margs mopts
-	dev=$(readlink -f /dev/atomic0)
-	dd if=/dev/zero of="$dev" bs=1M count=4 conv=fsync status=none
-	lvm pvcreate -q -y -ff "$dev" >/dev/null && lvm vgcreate -q "$VG" "$dev" >/dev/null &&
-		lvm lvcreate -q -y -Zn -L 3G -n "$LV" "$VG" >/dev/null || die "LVM setup failed"
-	plan=$(untornctl plan "/dev/$VG/$LV" --fs ext4 --unit 8Ki --json) || die "untornctl plan refused the LV"
-	read -r -a margs < <(vmtool jget mkfsArgs <<<"$plan")
-	mopts=$(vmtool jget mountOptions <<<"$plan" | tr ' ' ',')
-	mkfs.ext4 "${margs[@]}" >/dev/null 2>&1 || die "mkfs.ext4 ${margs[*]} failed"
-	mkdir -p "$MNT"
-	mount -t ext4 ${mopts:+-o "$mopts"} "/dev/$VG/$LV" "$MNT" || die "mount failed"
-	untornctl verify "$MNT" --unit 8Ki >/dev/null || die "the volume gives no 8 KiB atomic writes"
+	make_volume /dev/atomic0 "$VG" "$LV" 3G "$FS" 8Ki "$MNT" || die "the data volume ($FS) could not be built"
 	mkdir -p "$MNT/shim-stats" "$WALMNT"
 	mkfs.ext4 -q -F "$WALDEV" && mount -t ext4 "$WALDEV" "$WALMNT" || die "WAL volume setup failed"
 	chown postgres: "$MNT" "$MNT/shim-stats" "$WALMNT"
@@ -136,8 +127,8 @@ after_crash() {
 		pg pg_resetwal -f -D "$DATA" >/dev/null 2>&1
 		count_bad
 	fi
-	say "cycle=$cycle arm=$ARM crash_after=${CRASH_AFTER:-?}s recovery=$rec recovery_s=$took checksum_failures=$bad amcheck=$amc"
-	echo "CRASH_RESULT arm=$ARM cycle=$cycle recovered=$rec checksum_failures=$bad amcheck=$amc"
+	say "cycle=$cycle arm=$ARM fs=$FS crash_after=${CRASH_AFTER:-?}s recovery=$rec recovery_s=$took checksum_failures=$bad amcheck=$amc"
+	echo "CRASH_RESULT arm=$ARM fs=$FS cycle=$cycle recovered=$rec checksum_failures=$bad amcheck=$amc"
 	REC=$rec BAD=$bad AMC=$amc
 }
 
@@ -148,11 +139,10 @@ if [ "$SPLIT" != 0 ]; then
 	echo 100 >/proc/sys/vm/dirty_writeback_centisecs
 	echo 300 >/proc/sys/vm/dirty_expire_centisecs
 fi
-lvm vgchange -q -ay "$VG" >/dev/null 2>&1
 mkdir -p "$MNT" "$WALMNT"
 mount -t ext4 "$WALDEV" "$WALMNT" 2>/dev/null || true # not yet on the first boot
-if ! mount -t ext4 "/dev/$VG/$LV" "$MNT" 2>/dev/null; then
-	say "first boot: building the volume and the cluster (arm $ARM, scale $SCALE, split $SPLIT KiB) at $(up)s"
+if ! mount_volume "$VG" "$LV" "$FS" "$MNT"; then
+	say "first boot: building the volume ($FS) and the cluster (arm $ARM, scale $SCALE, split $SPLIT KiB) at $(up)s"
 	first_boot
 	say "cluster ready at $(up)s"
 	start_pg "$MNT/pg.log" || die "PostgreSQL did not start"
