@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# shellcheck over every shell script of the repository: the *.sh files and
-# the files without an extension whose first line is a sh or bash shebang.
+# Runs shellcheck over every shell script of the repository: the *.sh files
+# and the files without an extension whose first line is a sh or bash shebang.
 # A finding is fixed, or disabled on its line with the reason
 # (# shellcheck disable=SCxxxx # why).
 #
