@@ -80,13 +80,13 @@ bench_series_stats() {
 			printf "cv=%.3f worst_tps=%.1f\n", sqrt(v)/mean, m}' "$1"
 }
 
-# bench_plot OUT TITLE RESULTS SERIES_DIR ARMS [SELECTOR]: one SVG of
+# bench_plot OUT TITLE SUBTITLE RESULTS SERIES_DIR ARMS [SELECTOR]: one SVG of
 # per-second TPS over time, one line per arm: the arm's run whose TPS is the
 # arm's median (the lower middle one for an even count) among the RESULTS
 # lines matching SELECTOR; its series is SERIES_DIR/<arm>-<round>[-<tag>].tps
 # as named by the run's series= field.
 bench_plot() {
-	local out=$1 title=$2 results=$3 dir=$4 arms=$5 sel=${6:-} a line s args=()
+	local out=$1 title=$2 sub=$3 results=$4 dir=$5 arms=$6 sel=${7:-} a line s args=()
 	for a in ${arms//,/ }; do
 		line=$(grep -- " arm=$a " "$results" | grep -- "$sel" | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^tps=/) {split($i, t, "="); print t[2], $0}}' |
 			sort -g | awk '{l[NR]=$0} END {if (NR) print l[int((NR+1)/2)]}')
@@ -95,5 +95,5 @@ bench_plot() {
 		[ -f "$dir/$s" ] && args+=("$a=$dir/$s")
 	done
 	[ ${#args[@]} -gt 0 ] || return 0
-	"$work/plot" -title "$title" -o "$out" "${args[@]}"
+	"$work/plot" -title "$title" -subtitle "$sub" -o "$out" "${args[@]}"
 }

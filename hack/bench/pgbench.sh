@@ -48,6 +48,7 @@
 # Usage: hack/bench/pgbench.sh [--profile default|large|smoke] [--rounds N]
 #          [--duration S] [--scale N] [--clients N] [--sweep 4,16,64]
 #          [--separate-wal] [--arms stock,fpw-off,untorn,direct] [--svg FILE]
+#          [--keep DIR]   (DIR: every run's line and per-second series kept)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . hack/bench/lib.sh
@@ -60,7 +61,7 @@ large) rounds=3 duration=90 scale=200 clients=32 ckpt=45s maxwal=8GB volsize=16G
 smoke) rounds=1 duration=4 scale=1 clients=2 ckpt=30s maxwal=512MB volsize=2G ;;
 *) echo "pgbench.sh: unknown profile '$profile' (default, large, smoke)" >&2; exit 2 ;;
 esac
-separate=0 sweep='' svg=''
+separate=0 sweep='' svg='' keep=''
 arms=stock,fpw-off,untorn,direct
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -72,6 +73,7 @@ while [ $# -gt 0 ]; do
 	--separate-wal) separate=1; shift ;;
 	--arms) arms=$2; shift 2 ;;
 	--svg) svg=$2; shift 2 ;;
+	--keep) keep=$2; shift 2 ;;
 	--profile) echo "pgbench.sh: --profile must come first" >&2; exit 2 ;;
 	*) echo "pgbench.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
 	esac
@@ -230,10 +232,15 @@ for c in ${counts//,/ }; do
 done
 
 c=${counts##*,}
-bench_plot "$svg" "pgbench ($profile: scale $scale, $c clients, checkpoint_timeout=$ckpt): TPS per second, median run of each arm" \
-	"$work/results" "$work/series" "$arms" "clients=$c " && echo "plot: $svg"
+bench_plot "$svg" "PostgreSQL 15 pgbench: transactions per second, each arm's median run" \
+	"profile $profile: scale $scale, $c clients, ${duration}s, checkpoint_timeout=$ckpt, full_page_writes on (stock) or off" "$work/results" "$work/series" "$arms" "clients=$c " && echo "plot: $svg"
 echo "== all runs"
 cat "$work/results"
+if [ -n "$keep" ]; then
+	mkdir -p "$keep"
+	cp -a "$work/results" "$work/series" "$keep/"
+	echo "kept: $keep/results, $keep/series"
+fi
 if [ -n "$sweep" ]; then
 	col() { # col ARM: the ratios against stock per client count, comma-separated
 		local c out=

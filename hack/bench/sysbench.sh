@@ -41,6 +41,7 @@
 #          [--duration S] [--tables N] [--table-size N] [--threads N]
 #          [--workloads oltp_write_only,oltp_update_index]
 #          [--arms stock,dw-off,untorn,direct] [--svg FILE]
+#          [--keep DIR]   (DIR: every run's line and per-second series kept)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . hack/bench/lib.sh
@@ -52,7 +53,7 @@ default) rounds=3 duration=60 tables=8 tsize=500000 threads=16 volsize=8G ;;
 smoke) rounds=1 duration=4 tables=2 tsize=10000 threads=4 volsize=2G ;;
 *) echo "sysbench.sh: unknown profile '$profile' (default, smoke)" >&2; exit 2 ;;
 esac
-arms=stock,dw-off,untorn,direct workloads=oltp_write_only,oltp_update_index svg=''
+arms=stock,dw-off,untorn,direct workloads=oltp_write_only,oltp_update_index svg='' keep=''
 while [ $# -gt 0 ]; do
 	case $1 in
 	--rounds) rounds=$2; shift 2 ;;
@@ -63,6 +64,7 @@ while [ $# -gt 0 ]; do
 	--workloads) workloads=$2; shift 2 ;;
 	--arms) arms=$2; shift 2 ;;
 	--svg) svg=$2; shift 2 ;;
+	--keep) keep=$2; shift 2 ;;
 	--profile) echo "sysbench.sh: --profile must come first" >&2; exit 2 ;;
 	*) echo "sysbench.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
 	esac
@@ -226,11 +228,16 @@ for w in ${workloads//,/ }; do
 	lines+=("tps_ratio=$(bench_ratio "${T[direct]:-}" "${T[stock]:-}") device_bytes_ratio=$(bench_ratio "${D[direct]:-}" "${D[stock]:-}") sw_tps_ratio=$(bench_ratio "${T[untorn]:-}" "${T[stock]:-}") sw_device_bytes_ratio=$(bench_ratio "${D[untorn]:-}" "${D[stock]:-}") limit_tps_ratio=$(bench_ratio "${T[dw-off]:-}" "${T[stock]:-}") pairs=$rounds")
 	out=$svg
 	[ "$w" = "${workloads%%,*}" ] || out=${svg%.svg}-$w.svg
-	bench_plot "$out" "sysbench $w (MariaDB 10.11, $tables x $tsize rows, $threads threads): TPS per second, median run of each arm" \
-		"$work/results" "$work/series" "$arms" "workload=$w " && echo "plot: $out"
+	bench_plot "$out" "MariaDB 10.11 sysbench $w: transactions per second, each arm's median run" \
+		"$tables x $tsize rows, buffer pool 128M, $threads threads, ${duration}s, innodb_doublewrite ON (stock) or OFF" "$work/results" "$work/series" "$arms" "workload=$w " && echo "plot: $out"
 done
 echo "== all runs"
 cat "$work/results"
+if [ -n "$keep" ]; then
+	mkdir -p "$keep"
+	cp -a "$work/results" "$work/series" "$keep/"
+	echo "kept: $keep/results, $keep/series"
+fi
 i=0
 for w in ${workloads//,/ }; do echo "workload=$w ${lines[$i]}"; i=$((i + 1)); done
 echo "${lines[0]}"

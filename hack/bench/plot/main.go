@@ -31,6 +31,7 @@ var colors = []string{"#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8
 
 func main() {
 	title := flag.String("title", "", "chart title")
+	subtitle := flag.String("subtitle", "", "a smaller second title line")
 	out := flag.String("o", "", "output SVG file (default: stdout)")
 	ylabel := flag.String("ylabel", "transactions per second", "y axis label")
 	flag.Parse()
@@ -62,7 +63,7 @@ func main() {
 		defer f.Close()
 		w = f
 	}
-	if err := draw(w, *title, *ylabel, all); err != nil {
+	if err := draw(w, *title, *subtitle, *ylabel, all); err != nil {
 		fmt.Fprintln(os.Stderr, "plot:", err)
 		os.Exit(1)
 	}
@@ -114,9 +115,9 @@ func niceStep(span float64, n int) float64 {
 	return 10 * p
 }
 
-func draw(w io.Writer, title, ylabel string, all []series) error {
-	const width, height = 900.0, 420.0
-	const left, right, top, bottom = 70.0, 150.0, 40.0, 50.0
+func draw(w io.Writer, title, subtitle, ylabel string, all []series) error {
+	const width, height = 900.0, 440.0
+	const left, right, top, bottom = 70.0, 150.0, 60.0, 50.0
 	pw, ph := width-left-right, height-top-bottom
 	var tmax, vmax float64
 	for _, s := range all {
@@ -141,7 +142,10 @@ func draw(w io.Writer, title, ylabel string, all []series) error {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n",
 		width, height, width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%.0f" y="22" font-size="15" text-anchor="middle">%s</text>`+"\n", left+pw/2, html.EscapeString(title))
+	fmt.Fprintf(&b, `<text x="%.0f" y="22" font-size="15">%s</text>`+"\n", left, html.EscapeString(title))
+	if subtitle != "" {
+		fmt.Fprintf(&b, `<text x="%.0f" y="42" fill="#444">%s</text>`+"\n", left, html.EscapeString(subtitle))
+	}
 	for v := 0.0; v <= vmax+ystep/2; v += ystep {
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#ddd"/>`+"\n", left, y(v), left+pw, y(v))
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", left-6, y(v)+4, strconv.FormatFloat(v, 'f', -1, 64))

@@ -32,7 +32,7 @@ func TestDraw(t *testing.T) {
 		t.Fatalf("parsed %v", a.points)
 	}
 	var out strings.Builder
-	if err := draw(&out, "t & t", "tps", []series{a, b}); err != nil {
+	if err := draw(&out, "t & t", "sub", "tps", []series{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	svg := out.String()
