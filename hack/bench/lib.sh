@@ -72,12 +72,15 @@ bench_ratio() {
 }
 
 # bench_series_stats FILE: FILE holds "second tps" lines; prints
-# "cv=<stddev/mean> worst_tps=<lowest second>" over them.
+# "cv=<stddev/mean> worst_tps=<lowest second>" over them, without the first
+# 5 seconds of a run of 30 seconds or more (clients connecting: a second at
+# 0 TPS there says nothing about checkpoints).
 bench_series_stats() {
-	awk 'NF >= 2 {n++; s += $2; q += $2*$2; if (n == 1 || $2 < m) m = $2}
+	awk 'NR == FNR {last = $1; next} last >= 30 && $1 <= 5 {next}
+		NF >= 2 {n++; s += $2; q += $2*$2; if (n == 1 || $2 < m) m = $2}
 		END {if (n < 2 || s == 0) {print "cv=nan worst_tps=nan"; exit}
 			mean = s/n; v = q/n - mean*mean; if (v < 0) v = 0
-			printf "cv=%.3f worst_tps=%.1f\n", sqrt(v)/mean, m}' "$1"
+			printf "cv=%.3f worst_tps=%.1f\n", sqrt(v)/mean, m}' "$1" "$1"
 }
 
 # bench_plot OUT TITLE SUBTITLE RESULTS SERIES_DIR ARMS [SELECTOR]: one SVG of
