@@ -216,7 +216,9 @@ func TestRegistrationSocketModeAndForeignFile(t *testing.T) {
 	if err := os.WriteFile(regSock, []byte("keep me"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(context.Background(), o, logr.Discard()); err == nil {
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := run(ctx, o, logr.Discard()); err == nil {
 		t.Fatal("run replaced a regular file at the registration socket path")
 	}
 	if got, err := os.ReadFile(regSock); err != nil || string(got) != "keep me" {
