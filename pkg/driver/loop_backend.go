@@ -17,16 +17,19 @@ import (
 
 // LoopBackend keeps each volume as a sparse file <id>.img under a directory,
 // attached as a loop device with direct I/O, and its metadata in <id>.json
-// next to it. The JSON file is written first and marks the pair as made by
-// this backend: Delete never removes an image without it.
+// next to it. The record is created exclusively and holds the identity
+// (device, inode, birth time) of the image the backend made; a file at
+// either path that the backend did not create is never adopted, opened
+// for writing, followed (symlinks), replaced or removed.
 type LoopBackend struct {
 	dir     string
 	reserve int64
 	exec    exec.Interface
 	sysfs   string
 
-	// mu serialises space accounting (create, expand) so concurrent
-	// creates of different volumes cannot overcommit the directory.
+	// mu serialises space accounting and record updates (create, expand,
+	// delete, set meta) so concurrent calls on different volumes cannot
+	// overcommit the directory.
 	mu sync.Mutex
 }
 
