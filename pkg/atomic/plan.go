@@ -22,6 +22,33 @@ const (
 	PolicyPrefer  Policy = "prefer"  // fall back to a plain format, not atomic
 )
 
+// Source says where atomic writes may come from.
+type Source string
+
+const (
+	// SourceAny accepts XFS's copy-on-write software atomic writes where
+	// the device has none (ext4's are always in hardware). The default.
+	SourceAny Source = "any"
+	// SourceHardware accepts only atomic writes the device performs.
+	SourceHardware Source = "hardware"
+)
+
+// ErrInvalidSource: an atomic source is not any or hardware.
+var ErrInvalidSource = errors.New("invalid atomic source")
+
+// ParseSource validates an atomic source: "any" or "hardware". Callers
+// apply their defaults first; "" is rejected.
+func ParseSource(s string) (Source, error) {
+	switch Source(s) {
+	case SourceAny, SourceHardware:
+		return Source(s), nil
+	}
+	if s == "" {
+		return "", fmt.Errorf("%w: empty (accepted: any, hardware)", ErrInvalidSource)
+	}
+	return "", fmt.Errorf("%w: %q (accepted: any, hardware)", ErrInvalidSource, s)
+}
+
 // Planner constants.
 const (
 	// BlockSize is the filesystem block size every plan formats with.
@@ -49,6 +76,10 @@ type PlanRequest struct {
 	Unit    uint64 // required atomic write unit in bytes
 	Cluster uint64 // optional ext4 bigalloc cluster override; 0 = choose
 	Policy  Policy
+	// Source is where the atomic writes may come from; "" is SourceAny.
+	// SourceHardware makes a device without hardware atomic writes of
+	// Unit a limit for XFS too (ext4 needs them anyway).
+	Source Source
 }
 
 // Plan is a format plan.
@@ -106,6 +137,11 @@ func PlanFormat(dev DeviceLimits, req PlanRequest, device string) (Plan, error) 
 	}
 	if _, err := ParsePolicy(string(req.Policy)); err != nil {
 		return Plan{}, err
+	}
+	if req.Source != "" {
+		if _, err := ParseSource(string(req.Source)); err != nil {
+			return Plan{}, err
+		}
 	}
 	if err := checkUnit(req); err != nil {
 		return Plan{}, err
@@ -274,7 +310,31 @@ func planXFS(dev DeviceLimits, req PlanRequest) (Plan, error) {
 	// and the unit; otherwise it falls back to its copy-on-write path.
 	p.Hardware = dev.HardwareAtomic() && dev.UnitMin <= BlockSize && u <= dev.UnitMax &&
 		dev.LogicalBlockSize <= BlockSize
+	if !p.Hardware && req.Source == SourceHardware {
+		return Plan{}, xfsNoHardware(dev, u)
+	}
 	return p, nil
+}
+
+// xfsNoHardware says why XFS on dev would write units of u in software.
+func xfsNoHardware(dev DeviceLimits, u uint64) error {
+	name := deviceName(dev)
+	switch {
+	case dev.UnitMin == 0 || dev.UnitMax == 0:
+		return deviceLimit("%w: %s (atomic_write_unit_max_bytes is 0 or absent), so XFS would write atomically in software; atomicSource hardware needs them — use atomicSource any for software atomic writes",
+			ErrNoHardware, name)
+	case !dev.HardwareAtomic():
+		return deviceLimit("%w: partition %s starts at byte %d, not a multiple of %s (max of atomic unit min and boundary), so the kernel disables its hardware atomic writes; realign the partition (1 MiB alignment works) or use atomicSource any",
+			ErrMisaligned, name, dev.StartBytes(), FormatSize(dev.RequiredAlignment()))
+	case u > dev.UnitMax:
+		return deviceLimit("%w: atomic write unit %s exceeds %s's hardware atomic unit max %s, so XFS would write it in software; use a unit of at most %s, or atomicSource any",
+			ErrUnitTooLarge, FormatSize(u), name, FormatSize(dev.UnitMax), FormatSize(dev.UnitMax))
+	case dev.LogicalBlockSize > BlockSize:
+		return deviceLimit("%w: %s has %d-byte logical blocks, above the 4Ki XFS block size untorn formats with",
+			ErrUnsupported, name, dev.LogicalBlockSize)
+	}
+	return deviceLimit("%w: %s's hardware atomic unit min %s is above the 4Ki XFS block size, so XFS would write atomically in software; use atomicSource any",
+		ErrUnitTooSmall, name, FormatSize(dev.UnitMin))
 }
 
 // plainPlan is the non-atomic fallback of PolicyPrefer.

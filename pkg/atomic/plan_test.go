@@ -26,35 +26,35 @@ func TestPlanFormat(t *testing.T) {
 		min, max uint64
 		hardware bool
 	}{
-		{"ext4 16Ki default cluster", "nvme0n1", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire},
+		{"ext4 16Ki default cluster", "nvme0n1", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire, ""},
 			[]string{"-b", "4096", "-O", "bigalloc", "-C", "65536"}, nil, 65536, 4096, 65536, true},
-		{"ext4 64Ki", "nvme0n1", PlanRequest{FSExt4, 64 << 10, 0, PolicyRequire},
+		{"ext4 64Ki", "nvme0n1", PlanRequest{FSExt4, 64 << 10, 0, PolicyRequire, ""},
 			[]string{"-b", "4096", "-O", "bigalloc", "-C", "65536"}, nil, 65536, 4096, 65536, true},
-		{"ext4 4Ki needs no bigalloc", "nvme0n1", PlanRequest{FSExt4, 4096, 0, PolicyRequire},
+		{"ext4 4Ki needs no bigalloc", "nvme0n1", PlanRequest{FSExt4, 4096, 0, PolicyRequire, ""},
 			[]string{"-b", "4096"}, nil, 0, 4096, 4096, true},
-		{"ext4 cluster override", "nvme0n1", PlanRequest{FSExt4, 16 << 10, 32 << 10, PolicyRequire},
+		{"ext4 cluster override", "nvme0n1", PlanRequest{FSExt4, 16 << 10, 32 << 10, PolicyRequire, ""},
 			[]string{"-b", "4096", "-O", "bigalloc", "-C", "32768"}, nil, 32768, 4096, 32768, true},
-		{"ext4 cluster override with 4Ki unit", "nvme0n1", PlanRequest{FSExt4, 4096, 16 << 10, PolicyRequire},
+		{"ext4 cluster override with 4Ki unit", "nvme0n1", PlanRequest{FSExt4, 4096, 16 << 10, PolicyRequire, ""},
 			[]string{"-b", "4096", "-O", "bigalloc", "-C", "16384"}, nil, 16384, 4096, 16384, true},
-		{"ext4 aligned partition", "nvme0n1p1", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire},
+		{"ext4 aligned partition", "nvme0n1p1", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire, ""},
 			[]string{"-b", "4096", "-O", "bigalloc", "-C", "65536"}, nil, 65536, 4096, 65536, true},
-		{"ext4 512B LBA 16Ki AWUPF caps the cluster", "nvme1n1", PlanRequest{FSExt4, 8 << 10, 0, PolicyRequire},
+		{"ext4 512B LBA 16Ki AWUPF caps the cluster", "nvme1n1", PlanRequest{FSExt4, 8 << 10, 0, PolicyRequire, ""},
 			[]string{"-b", "4096", "-O", "bigalloc", "-C", "16384"}, nil, 16384, 4096, 16384, true},
-		{"ext4 boundary-aligned partition", "nvme2n1p1", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire},
+		{"ext4 boundary-aligned partition", "nvme2n1p1", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire, ""},
 			[]string{"-b", "4096", "-O", "bigalloc", "-C", "65536"}, nil, 65536, 4096, 65536, true},
-		{"ext4 scsi", "sdb1", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire},
+		{"ext4 scsi", "sdb1", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire, ""},
 			[]string{"-b", "4096", "-O", "bigalloc", "-C", "32768"}, nil, 32768, 4096, 32768, true},
-		{"ext4 dm-linear stacked", "dm-0", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire},
+		{"ext4 dm-linear stacked", "dm-0", PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire, ""},
 			[]string{"-b", "4096", "-O", "bigalloc", "-C", "65536"}, nil, 65536, 4096, 65536, true},
-		{"xfs on loop is software", "loop0", PlanRequest{FSXFS, 16 << 10, 0, PolicyRequire},
+		{"xfs on loop is software", "loop0", PlanRequest{FSXFS, 16 << 10, 0, PolicyRequire, ""},
 			[]string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}, nil, 0, 4096, XFSDefaultAtomicMax, false},
-		{"xfs on nvme is hardware", "nvme0n1", PlanRequest{FSXFS, 16 << 10, 0, PolicyRequire},
+		{"xfs on nvme is hardware", "nvme0n1", PlanRequest{FSXFS, 16 << 10, 0, PolicyRequire, ""},
 			[]string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}, nil, 0, 4096, XFSDefaultAtomicMax, true},
-		{"xfs above hardware max is software", "nvme1n1", PlanRequest{FSXFS, 64 << 10, 0, PolicyRequire},
+		{"xfs above hardware max is software", "nvme1n1", PlanRequest{FSXFS, 64 << 10, 0, PolicyRequire, ""},
 			[]string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}, nil, 0, 4096, XFSDefaultAtomicMax, false},
-		{"xfs on misaligned partition is software", "nvme2n1p2", PlanRequest{FSXFS, 16 << 10, 0, PolicyPrefer},
+		{"xfs on misaligned partition is software", "nvme2n1p2", PlanRequest{FSXFS, 16 << 10, 0, PolicyPrefer, ""},
 			[]string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}, nil, 0, 4096, XFSDefaultAtomicMax, false},
-		{"xfs large unit raises max_atomic_write", "loop0", PlanRequest{FSXFS, 4 << 20, 0, PolicyRequire},
+		{"xfs large unit raises max_atomic_write", "loop0", PlanRequest{FSXFS, 4 << 20, 0, PolicyRequire, ""},
 			[]string{"-b", "size=4096", "-m", "reflink=1", "-d", "cowextsize=1"}, []string{"max_atomic_write=4194304"}, 0, 4096, 4 << 20, false},
 	}
 	for _, tt := range tests {
@@ -107,27 +107,27 @@ func TestPlanFormatRejects(t *testing.T) {
 		want  error
 		limit bool // a device limit: PolicyPrefer falls back instead
 	}{
-		{"ext4 without hardware", probeFixture(t, "loop0"), PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire}, ErrNoHardware, true},
-		{"ext4 on old kernel", probeFixture(t, "sda1"), PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire}, ErrNoHardware, true},
-		{"ext4 on dm over loop", probeFixture(t, "dm-1"), PlanRequest{FSExt4, 4096, 0, PolicyRequire}, ErrNoHardware, true},
-		{"ext4 misaligned partition", probeFixture(t, "nvme2n1p2"), PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire}, ErrMisaligned, true},
-		{"ext4 partition misaligned to unit", misalignedCluster, PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire}, ErrMisaligned, true},
-		{"ext4 partition misaligned to cluster override", misalignedCluster, PlanRequest{FSExt4, 4096, 16 << 10, PolicyRequire}, ErrMisaligned, true},
-		{"ext4 unit above hardware max", probeFixture(t, "nvme1n1"), PlanRequest{FSExt4, 32 << 10, 0, PolicyRequire}, ErrUnitTooLarge, true},
-		{"ext4 unit below hardware min", hwLimits(16<<10, 64<<10), PlanRequest{FSExt4, 8 << 10, 0, PolicyRequire}, ErrUnitTooSmall, true},
-		{"ext4 cluster above hardware max", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 16 << 10, 128 << 10, PolicyRequire}, ErrClusterOutOfRange, true},
-		{"ext4 large logical blocks", DeviceLimits{UnitMin: 16 << 10, UnitMax: 64 << 10, LogicalBlockSize: 16 << 10}, PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire}, ErrUnsupported, true},
-		{"cluster below unit", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 32 << 10, 16 << 10, PolicyRequire}, ErrClusterOutOfRange, false},
-		{"cluster not a power of two", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 16 << 10, 48 << 10, PolicyRequire}, ErrNotPowerOfTwo, false},
-		{"cluster with xfs", probeFixture(t, "nvme0n1"), PlanRequest{FSXFS, 16 << 10, 64 << 10, PolicyRequire}, ErrClusterOutOfRange, false},
-		{"unit not a power of two", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 12 << 10, 0, PolicyRequire}, ErrNotPowerOfTwo, false},
-		{"unit decimal 16k", probeFixture(t, "loop0"), PlanRequest{FSXFS, 16000, 0, PolicyPrefer}, ErrNotPowerOfTwo, false},
-		{"unit zero", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 0, 0, PolicyRequire}, ErrUnitTooSmall, false},
-		{"unit below block size", probeFixture(t, "nvme1n1"), PlanRequest{FSExt4, 512, 0, PolicyRequire}, ErrUnitTooSmall, false},
-		{"xfs unit too large", probeFixture(t, "loop0"), PlanRequest{FSXFS, 128 << 20, 0, PolicyRequire}, ErrUnitTooLarge, false},
-		{"bad fsType", probeFixture(t, "nvme0n1"), PlanRequest{"btrfs", 16 << 10, 0, PolicyRequire}, ErrInvalidFSType, false},
-		{"empty fsType", probeFixture(t, "nvme0n1"), PlanRequest{"", 16 << 10, 0, PolicyRequire}, ErrInvalidFSType, false},
-		{"bad policy", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 16 << 10, 0, "maybe"}, ErrInvalidPolicy, false},
+		{"ext4 without hardware", probeFixture(t, "loop0"), PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire, ""}, ErrNoHardware, true},
+		{"ext4 on old kernel", probeFixture(t, "sda1"), PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire, ""}, ErrNoHardware, true},
+		{"ext4 on dm over loop", probeFixture(t, "dm-1"), PlanRequest{FSExt4, 4096, 0, PolicyRequire, ""}, ErrNoHardware, true},
+		{"ext4 misaligned partition", probeFixture(t, "nvme2n1p2"), PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire, ""}, ErrMisaligned, true},
+		{"ext4 partition misaligned to unit", misalignedCluster, PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire, ""}, ErrMisaligned, true},
+		{"ext4 partition misaligned to cluster override", misalignedCluster, PlanRequest{FSExt4, 4096, 16 << 10, PolicyRequire, ""}, ErrMisaligned, true},
+		{"ext4 unit above hardware max", probeFixture(t, "nvme1n1"), PlanRequest{FSExt4, 32 << 10, 0, PolicyRequire, ""}, ErrUnitTooLarge, true},
+		{"ext4 unit below hardware min", hwLimits(16<<10, 64<<10), PlanRequest{FSExt4, 8 << 10, 0, PolicyRequire, ""}, ErrUnitTooSmall, true},
+		{"ext4 cluster above hardware max", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 16 << 10, 128 << 10, PolicyRequire, ""}, ErrClusterOutOfRange, true},
+		{"ext4 large logical blocks", DeviceLimits{UnitMin: 16 << 10, UnitMax: 64 << 10, LogicalBlockSize: 16 << 10}, PlanRequest{FSExt4, 16 << 10, 0, PolicyRequire, ""}, ErrUnsupported, true},
+		{"cluster below unit", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 32 << 10, 16 << 10, PolicyRequire, ""}, ErrClusterOutOfRange, false},
+		{"cluster not a power of two", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 16 << 10, 48 << 10, PolicyRequire, ""}, ErrNotPowerOfTwo, false},
+		{"cluster with xfs", probeFixture(t, "nvme0n1"), PlanRequest{FSXFS, 16 << 10, 64 << 10, PolicyRequire, ""}, ErrClusterOutOfRange, false},
+		{"unit not a power of two", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 12 << 10, 0, PolicyRequire, ""}, ErrNotPowerOfTwo, false},
+		{"unit decimal 16k", probeFixture(t, "loop0"), PlanRequest{FSXFS, 16000, 0, PolicyPrefer, ""}, ErrNotPowerOfTwo, false},
+		{"unit zero", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 0, 0, PolicyRequire, ""}, ErrUnitTooSmall, false},
+		{"unit below block size", probeFixture(t, "nvme1n1"), PlanRequest{FSExt4, 512, 0, PolicyRequire, ""}, ErrUnitTooSmall, false},
+		{"xfs unit too large", probeFixture(t, "loop0"), PlanRequest{FSXFS, 128 << 20, 0, PolicyRequire, ""}, ErrUnitTooLarge, false},
+		{"bad fsType", probeFixture(t, "nvme0n1"), PlanRequest{"btrfs", 16 << 10, 0, PolicyRequire, ""}, ErrInvalidFSType, false},
+		{"empty fsType", probeFixture(t, "nvme0n1"), PlanRequest{"", 16 << 10, 0, PolicyRequire, ""}, ErrInvalidFSType, false},
+		{"bad policy", probeFixture(t, "nvme0n1"), PlanRequest{FSExt4, 16 << 10, 0, "maybe", ""}, ErrInvalidPolicy, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -170,7 +170,7 @@ func TestPlanFormatPicksAlignedCluster(t *testing.T) {
 	// A partition aligned to 16 KiB but not 64 KiB gets a 16 KiB cluster.
 	d := hwLimits(4096, 65536)
 	d.Partition, d.StartSector = true, 2048+32 // 1 MiB + 16 KiB
-	p, err := PlanFormat(d, PlanRequest{FSExt4, 8 << 10, 0, PolicyRequire}, "/dev/X")
+	p, err := PlanFormat(d, PlanRequest{FSExt4, 8 << 10, 0, PolicyRequire, ""}, "/dev/X")
 	if err != nil {
 		t.Fatal(err)
 	}
