@@ -5,9 +5,11 @@
 # Usage: crash-mariadb.sh ARM CYCLES SCALE SPLIT FS AIO
 #
 # Boot 1 builds the data volume (LVM on /dev/atomic0 formatted as untornctl
-# plans it for InnoDB's 16 KiB page, see crash-volume.sh), a plain ext4
-# redo log volume on /dev/atomic1 (the example StatefulSet keeps the redo
-# log on a volume of its own), and a MariaDB 10.11 instance with a table of
+# plans it for InnoDB's 16 KiB page, see crash-volume.sh), the redo log
+# volume on /dev/atomic1 built the same way (the example StatefulSet keeps
+# the redo log on a second volume of the same class; the shim in strict
+# mode refuses a 16 KiB write on a volume whose atomic writes stop below
+# it), and a MariaDB 10.11 instance with a table of
 # SCALE x 100,000 rows (about 23 MB each) beside an 8 MiB buffer pool, then
 # starts the load: 4 clients updating random rows (a changed column and a
 # secondary index key) without pause. Every later boot is the aftermath of a
@@ -30,7 +32,7 @@ set -uo pipefail
 export PATH=/untorn/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C DM_DISABLE_UDEV=1
 ARM=$1 CYCLES=$2 SCALE=$3 SPLIT=${4:-0} FS=${5:-ext4} AIO=${6:-io_uring}
 VG=crashvg LV=mdb MNT=/mdb DATA=/mdb/data STATE=/mdb/crash-state ERRLOG=/mdb/err.log
-REDODEV=/dev/atomic1 REDO=/mdbredo
+REDOVG=crashredo REDO=/mdbredo
 SOCK=/run/mysqld/s.sock
 SHIM=/untorn/lib/glibc/libuntorn.so
 ROWS=$((SCALE * 100000))
@@ -118,7 +120,7 @@ make_table() {
 
 # make_instance: a new data directory and redo log with the load table, stopped.
 make_instance() {
-	rm -rf "$DATA" "${REDO:?}"/*
+	rm -rf "$DATA" "$REDO"/ib_logfile*
 	mkdir -p "$DATA" && chown mysql: "$DATA" "$REDO"
 	mariadb-install-db --no-defaults --user=mysql "--datadir=$DATA" --auth-root-authentication-method=normal \
 		--skip-test-db "--innodb-log-group-home-dir=$REDO" --innodb-page-size=16384 >/tmp/install-db.out 2>&1 ||
@@ -132,7 +134,7 @@ first_boot() {
 	make_volume /dev/atomic0 "$VG" "$LV" 3G "$FS" 16Ki "$MNT" || die "the data volume ($FS) could not be built"
 	mkdir -p "$REDO"
 	touch "$ERRLOG" && chown mysql: "$ERRLOG"
-	mkfs.ext4 -q -F "$REDODEV" && mount -t ext4 "$REDODEV" "$REDO" || die "redo log volume setup failed"
+	make_volume /dev/atomic1 "$REDOVG" redo 1G "$FS" 16Ki "$REDO" || die "the redo log volume ($FS) could not be built"
 	make_instance
 	echo "cycle=0 torn=0 recovered=0" >"$STATE"
 	sync
@@ -202,7 +204,7 @@ echo "$URING" >/proc/sys/kernel/io_uring_disabled || die "cannot set kernel.io_u
 mkdir -p /run/mysqld "$REDO"
 chown mysql: /run/mysqld
 if [ -n "${STATS:-}" ]; then mkdir -p "$STATS" && chmod 1777 "$STATS"; fi
-mount -t ext4 "$REDODEV" "$REDO" 2>/dev/null || true # not yet on the first boot
+mount_volume "$REDOVG" redo "$FS" "$REDO" || true # not yet on the first boot
 if ! mount_volume "$VG" "$LV" "$FS" "$MNT"; then
 	say "first boot: building the volume ($FS) and the instance (arm $ARM, $AIO, $ROWS rows, split $SPLIT KiB) at $(up)s"
 	first_boot
