@@ -14,8 +14,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"k8s.io/utils/exec"
 
 	"github.com/untorn/untorn/internal/testutil"
+	"github.com/untorn/untorn/pkg/driver"
 )
 
 func dial(t *testing.T, endpoint string) *grpc.ClientConn {
@@ -37,9 +39,11 @@ func mountCapability() *csi.VolumeCapability {
 
 // TestBadInput runs against the real driver on the loop backend: every
 // StorageClass parameter with a wrong value is InvalidArgument naming the
-// parameter, and an ext4 volume with atomicPolicy require on a loop device
-// (no hardware atomic writes) fails NodeStageVolume with FailedPrecondition
-// without writing a byte to the device.
+// parameter; CreateVolume of an ext4 volume with atomicPolicy require on
+// the loop backend (no hardware atomic writes) is ResourceExhausted and
+// carves nothing; and such a volume made anyway (the node's devices
+// changed) fails NodeStageVolume with FailedPrecondition without writing a
+// byte to the device.
 func TestBadInput(t *testing.T) {
 	testutil.RequireRoot(t)
 	endpoint, dir := startDriver(t, "bad-input-node")
@@ -55,6 +59,7 @@ func TestBadInput(t *testing.T) {
 		{"atomicWriteUnit", "sixteen"}, {"atomicWriteUnit", "16.5Ki"},
 		{"clusterSize", "48Ki"}, {"clusterSize", "128Mi"}, {"clusterSize", "4Ki"}, {"clusterSize", "-64Ki"},
 		{"atomicPolicy", "best-effort"}, {"atomicPolicy", "REQUIRE"}, {"atomicPolicy", ""},
+		{"atomicSource", "software"}, {"atomicSource", "Hardware"}, {"atomicSource", ""},
 		{"mkfsOptions", "-O ^has_journal"}, {"fstype", "ext4"},
 	}
 	for _, b := range bad {
@@ -78,16 +83,30 @@ func TestBadInput(t *testing.T) {
 	}
 
 	t.Run("ext4 require on loop", func(t *testing.T) {
-		vol, err := ctl.CreateVolume(ctx, &csi.CreateVolumeRequest{
+		params := map[string]string{"fsType": "ext4", "atomicPolicy": "require"}
+		_, err := ctl.CreateVolume(ctx, &csi.CreateVolumeRequest{
 			Name:               "ext4-require",
-			Parameters:         map[string]string{"fsType": "ext4", "atomicPolicy": "require"},
+			Parameters:         params,
 			CapacityRange:      &csi.CapacityRange{RequiredBytes: 256 << 20},
 			VolumeCapabilities: []*csi.VolumeCapability{mountCapability()},
 		})
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("CreateVolume: code %v, want ResourceExhausted (%v)", status.Code(err), err)
+		}
+		if left, _ := os.ReadDir(filepath.Join(dir, "loop")); len(left) != 0 {
+			t.Fatalf("a refused CreateVolume left %v in the loop directory", left)
+		}
+		// The same volume carved by the backend directly, as if the node
+		// had lost its atomic writes after CreateVolume.
+		volCtx, err := driver.ValidateCreateParameters(params)
 		if err != nil {
 			t.Fatal(err)
 		}
-		id := vol.GetVolume().GetVolumeId()
+		volCtx["name"] = "ext4-require"
+		id := "uv-0123456789abcdef0123456789abcdef"
+		if _, err := driver.NewLoopBackend(filepath.Join(dir, "loop"), 1<<30, exec.New()).Create(ctx, id, 256<<20, volCtx); err != nil {
+			t.Fatal(err)
+		}
 		defer ctl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
 		staging := filepath.Join(dir, "staging-require")
 		_, err = node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCapability()})

@@ -101,7 +101,7 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		}
 		klog.V(4).InfoS("volume exists", "volumeID", id, "name", name)
 	case isNotFound(err):
-		vol, err = d.backend.Create(ctx, id, size, meta)
+		vol, err = d.createPlaced(ctx, id, size, meta, spec)
 		if err != nil {
 			return nil, fmt.Errorf("create volume %q (%d bytes): %w", name, size, err)
 		}
@@ -121,7 +121,7 @@ func compatible(vol BackendVolume, name string, volCtx map[string]string, cr *cs
 	if vol.Meta[metaName] != name {
 		return fmt.Errorf("%w: volume %s belongs to name %q", ErrAlreadyExists, vol.ID, vol.Meta[metaName])
 	}
-	for _, k := range []string{ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy} {
+	for _, k := range volumeParams {
 		if vol.Meta[k] != volCtx[k] {
 			return fmt.Errorf("%w: volume %q exists with %s=%q, requested %q", ErrAlreadyExists, name, k, vol.Meta[k], volCtx[k])
 		}
@@ -135,7 +135,7 @@ func compatible(vol BackendVolume, name string, volCtx map[string]string, cr *cs
 
 func (d *Driver) csiVolume(vol BackendVolume) *csi.Volume {
 	volCtx := map[string]string{}
-	for _, k := range []string{ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy} {
+	for _, k := range volumeParams {
 		if v, ok := vol.Meta[k]; ok {
 			volCtx[k] = v
 		}
@@ -393,12 +393,24 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 			return &csi.GetCapacityResponse{}, nil
 		}
 	}
-	if len(req.GetParameters()) > 0 {
-		if _, err := ValidateCreateParameters(req.GetParameters()); err != nil {
+	if len(req.GetParameters()) == 0 {
+		avail, err := d.backend.Capacity(ctx)
+		if err != nil {
 			return nil, toStatus(err)
 		}
+		return &csi.GetCapacityResponse{AvailableCapacity: avail}, nil
 	}
-	avail, err := d.backend.Capacity(ctx)
+	volCtx, err := ValidateCreateParameters(req.GetParameters())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	spec, err := parseVolumeContext(volCtx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	// Only the space that can give the class its atomic writes counts, so
+	// the scheduler places the class's volumes where staging succeeds.
+	avail, err := d.capacityFor(ctx, spec)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -491,7 +503,7 @@ func (d *Driver) controllerExpand(ctx context.Context, req *csi.ControllerExpand
 		return nil, err
 	}
 	if size > vol.SizeBytes {
-		if vol, err = d.backend.Expand(ctx, id, size); err != nil {
+		if vol, err = d.expandPlaced(ctx, vol, size, spec); err != nil {
 			return nil, fmt.Errorf("expand volume %s to %d bytes: %w", id, size, err)
 		}
 		if vol.SizeBytes < size {

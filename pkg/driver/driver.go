@@ -82,6 +82,7 @@ type Driver struct {
 	inflight *inFlight
 	state    *stateStore
 	icpts    []grpc.UnaryServerInterceptor
+	placer   *placer
 }
 
 // New builds a driver from validated options and its dependencies.
@@ -110,6 +111,7 @@ func New(opts Options, deps Deps) (*Driver, error) {
 		metrics:  metrics,
 		inflight: newInFlight(),
 		icpts:    deps.Interceptors,
+		placer:   newPlacer(),
 	}
 	if d.version == "" {
 		d.version = BuildVersion()

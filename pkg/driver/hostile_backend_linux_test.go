@@ -87,6 +87,11 @@ func wantCode(t *testing.T, what string, err error, want codes.Code) {
 	}
 }
 
+// loopClass is a class the loop backend serves (loop devices have no
+// hardware atomic writes, so ext4 under atomicPolicy require is refused
+// before anything is carved).
+var loopClass = map[string]string{ParamAtomicPolicy: "prefer"}
+
 func deleteReq(id string) *csi.DeleteVolumeRequest { return &csi.DeleteVolumeRequest{VolumeId: id} }
 
 // TestLoopForeignImageSurvivesCreateAndDelete: an ext4 image holding data
@@ -114,7 +119,7 @@ func TestLoopForeignImageSurvivesCreateAndDelete(t *testing.T) {
 	testutil.Run(t, "mkfs.ext4", "-q", "-F", "-d", src, img)
 	sum := fileSum(t, img)
 
-	_, err = d.CreateVolume(ctx, createReq(name, 256<<20, nil))
+	_, err = d.CreateVolume(ctx, createReq(name, 256<<20, loopClass))
 	wantCode(t, "CreateVolume over a foreign image", err, codes.AlreadyExists)
 	if !strings.Contains(err.Error(), img) {
 		t.Errorf("error %q does not name %s", err, img)
@@ -161,7 +166,7 @@ func TestLoopSymlinkImageNeverFollowed(t *testing.T) {
 	if err := os.Symlink(victim, filepath.Join(loopDir, id+".img")); err != nil {
 		t.Fatal(err)
 	}
-	_, err := d.CreateVolume(ctx, createReq("pvc-symlink", 64<<20, nil))
+	_, err := d.CreateVolume(ctx, createReq("pvc-symlink", 64<<20, loopClass))
 	wantCode(t, "CreateVolume over a symlink", err, codes.AlreadyExists)
 	checkVictim("create")
 	if _, err := os.Lstat(filepath.Join(loopDir, id+".json")); !errors.Is(err, os.ErrNotExist) {
@@ -172,7 +177,7 @@ func TestLoopSymlinkImageNeverFollowed(t *testing.T) {
 	checkVictim("delete")
 
 	// A volume of the driver whose image is swapped for a symlink.
-	resp, err := d.CreateVolume(ctx, createReq("pvc-swapped", 64<<20, nil))
+	resp, err := d.CreateVolume(ctx, createReq("pvc-swapped", 64<<20, loopClass))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +220,7 @@ func TestLoopSymlinkImageNeverFollowed(t *testing.T) {
 func TestLoopDeleteKeepsImageOfBusyLoopDevice(t *testing.T) {
 	d, b, loopDir := newLoopDriver(t)
 	ctx := context.Background()
-	resp, err := d.CreateVolume(ctx, createReq("pvc-busy", 64<<20, nil))
+	resp, err := d.CreateVolume(ctx, createReq("pvc-busy", 64<<20, loopClass))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +269,7 @@ func TestLoopDirectoryAndDeviceAtImagePath(t *testing.T) {
 		if err := mk(img); err != nil {
 			t.Fatal(err)
 		}
-		_, err := d.CreateVolume(ctx, createReq(name, 64<<20, nil))
+		_, err := d.CreateVolume(ctx, createReq(name, 64<<20, loopClass))
 		wantCode(t, name, err, codes.AlreadyExists)
 		if !strings.Contains(err.Error(), img) {
 			t.Errorf("%s: error %q does not name %s", name, err, img)

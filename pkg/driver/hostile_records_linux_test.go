@@ -67,7 +67,7 @@ func TestLoopForeignRecordNeverReplaced(t *testing.T) {
 					t.Fatalf("%s: an image was created beside a foreign record: %v", when, err)
 				}
 			}
-			_, err := d.CreateVolume(ctx, createReq(vname, 64<<20, nil))
+			_, err := d.CreateVolume(ctx, createReq(vname, 64<<20, loopClass))
 			wantCode(t, "CreateVolume", err, codes.AlreadyExists)
 			if !bytes.Contains([]byte(err.Error()), []byte(rec)) {
 				t.Errorf("error %q does not name %s", err, rec)
@@ -131,7 +131,7 @@ func TestLoopResumesOnlyItsOwnInterruptedCreate(t *testing.T) {
 	d, _, loopDir := newLoopDriver(t)
 	ctx := context.Background()
 	name := "pvc-interrupted"
-	resp, err := d.CreateVolume(ctx, createReq(name, 64<<20, nil))
+	resp, err := d.CreateVolume(ctx, createReq(name, 64<<20, loopClass))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestLoopResumesOnlyItsOwnInterruptedCreate(t *testing.T) {
 
 	// Killed after the image got its name, before the record was marked.
 	setRecordState(t, loopDir, id, loopStateCreating)
-	if _, err := d.CreateVolume(ctx, createReq(name, 64<<20, nil)); err != nil {
+	if _, err := d.CreateVolume(ctx, createReq(name, 64<<20, loopClass)); err != nil {
 		t.Fatalf("resume with the driver's own image: %v", err)
 	}
 	if got := inode(t, img); got != ino {
@@ -153,7 +153,7 @@ func TestLoopResumesOnlyItsOwnInterruptedCreate(t *testing.T) {
 	if err := os.Remove(img); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.CreateVolume(ctx, createReq(name, 64<<20, nil)); err != nil {
+	if _, err := d.CreateVolume(ctx, createReq(name, 64<<20, loopClass)); err != nil {
 		t.Fatalf("resume without an image: %v", err)
 	}
 	if fi, err := os.Lstat(img); err != nil || fi.Size() != 64<<20 {
@@ -169,7 +169,7 @@ func TestLoopResumesOnlyItsOwnInterruptedCreate(t *testing.T) {
 	if err := os.WriteFile(img, foreign, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = d.CreateVolume(ctx, createReq(name, 64<<20, nil))
+	_, err = d.CreateVolume(ctx, createReq(name, 64<<20, loopClass))
 	wantCode(t, "resume over a foreign image", err, codes.AlreadyExists)
 	_, err = d.DeleteVolume(ctx, deleteReq(id))
 	wantCode(t, "DeleteVolume", err, codes.OK)
@@ -212,7 +212,7 @@ func TestLoopRecordWithoutIdentity(t *testing.T) {
 	}
 
 	id, img = write("pvc-legacy-creating", loopStateCreating)
-	_, err := d.CreateVolume(ctx, createReq("pvc-legacy-creating", 64<<20, nil))
+	_, err := d.CreateVolume(ctx, createReq("pvc-legacy-creating", 64<<20, loopClass))
 	wantCode(t, "resume without identity", err, codes.AlreadyExists)
 	if got, _ := os.ReadFile(img); string(got) != "data" {
 		t.Errorf("image changed: %q", got)
@@ -245,7 +245,7 @@ func TestLoopSizeOverflow(t *testing.T) {
 		t.Errorf("backend Create of MaxInt64 bytes: %v, want ErrOutOfRange", err)
 	}
 
-	resp, err := d.CreateVolume(ctx, createReq("pvc-grow", 64<<20, nil))
+	resp, err := d.CreateVolume(ctx, createReq("pvc-grow", 64<<20, loopClass))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,6 +100,11 @@ func (b *LVMBackend) Capacity(ctx context.Context) (int64, error) {
 // and its first 4 KiB zeroed (-W y -Z y), so a filesystem a removed LV left
 // there never shows through and the node formats the new volume.
 func (b *LVMBackend) Create(ctx context.Context, id string, sizeBytes int64, meta map[string]string) (BackendVolume, error) {
+	return b.create(ctx, id, sizeBytes, meta, nil)
+}
+
+// create is Create on the physical volumes pvs (any of the VG's when nil).
+func (b *LVMBackend) create(ctx context.Context, id string, sizeBytes int64, meta map[string]string, pvs []string) (BackendVolume, error) {
 	if err := ValidateLVName(b.vg, id); err != nil {
 		return BackendVolume{}, fmt.Errorf("%w: volume ID: %w", ErrInvalidArgument, err)
 	}
@@ -128,7 +133,7 @@ func (b *LVMBackend) Create(ctx context.Context, id string, sizeBytes int64, met
 	for _, t := range tags {
 		args = append(args, "--addtag", t)
 	}
-	args = append(args, b.vg)
+	args = append(append(args, b.vg), pvs...)
 	// lvcreate never adopts: errLVExists means an LV of that name appeared
 	// meanwhile. It is returned only when it carries the owner tag.
 	if _, err := b.run(ctx, "lvcreate", args...); err != nil && !errors.Is(err, errLVExists) {
@@ -189,6 +194,11 @@ func (b *LVMBackend) Delete(ctx context.Context, id string) error {
 // It never reports less than asked: a size that cannot be represented is
 // ErrOutOfRange, and an LV that lvs shows smaller afterwards an error.
 func (b *LVMBackend) Expand(ctx context.Context, id string, sizeBytes int64) (BackendVolume, error) {
+	return b.expand(ctx, id, sizeBytes, nil)
+}
+
+// expand is Expand onto the physical volumes pvs (any of the VG's when nil).
+func (b *LVMBackend) expand(ctx context.Context, id string, sizeBytes int64, pvs []string) (BackendVolume, error) {
 	if sizeBytes < 0 {
 		return BackendVolume{}, fmt.Errorf("%w: volume size %d must not be negative", ErrOutOfRange, sizeBytes)
 	}
@@ -203,7 +213,7 @@ func (b *LVMBackend) Expand(ctx context.Context, id string, sizeBytes int64) (Ba
 	if lv.size >= sizeBytes {
 		return lv.volume(), nil
 	}
-	if _, err := b.run(ctx, "lvextend", "-L", strconv.FormatInt(want, 10)+"b", b.vg+"/"+id); err != nil {
+	if _, err := b.run(ctx, "lvextend", append([]string{"-L", strconv.FormatInt(want, 10) + "b", b.vg + "/" + id}, pvs...)...); err != nil {
 		return BackendVolume{}, err
 	}
 	v, err := b.Get(ctx, id)

@@ -129,7 +129,7 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 		return fmt.Errorf("%w: device %s of volume %s is already mounted at %v; unstage it there first", ErrVolumeInUse, dev, id, others)
 	}
 
-	plan, err := d.atomic.Plan(limits, untorn.PlanRequest{FSType: spec.FSType, Unit: spec.Unit, Cluster: spec.Cluster, Policy: spec.Policy}, dev)
+	plan, err := d.atomic.Plan(limits, spec.planRequest(), dev)
 	if err != nil {
 		if errors.Is(err, untorn.ErrInvalidFSType) || errors.Is(err, untorn.ErrInvalidPolicy) {
 			return err
@@ -164,6 +164,10 @@ func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 			if v.Cause != nil {
 				err = fmt.Errorf("%w (%w)", err, v.Cause)
 			}
+		}
+		if err == nil && v.Atomic && !v.Hardware && spec.Source == untorn.SourceHardware && spec.Policy == untorn.PolicyRequire {
+			err = fmt.Errorf("%w: %s at %s gives atomic writes of %d bytes only in software, and the volume asks for %s %s",
+				ErrAtomicUnavailable, spec.FSType, staging, spec.Unit, ParamAtomicSource, untorn.SourceHardware)
 		}
 		if err != nil {
 			d.metrics.VerificationFailed(id)

@@ -264,7 +264,7 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 	}
 	// Grow the backend volume (a no-op when the controller already did)
 	// and make the device see its new size.
-	vol, err = d.backend.Expand(ctx, id, max(size, vol.SizeBytes))
+	vol, err = d.expandPlaced(ctx, vol, max(size, vol.SizeBytes), spec)
 	if err != nil {
 		return nil, fmt.Errorf("expand volume %s: %w", id, err)
 	}
@@ -284,11 +284,14 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: vol.SizeBytes}, nil
 }
 
-func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+// NodeGetInfo publishes the node's topology: its node key and the atomic
+// write units it can give in hardware (see nodeTopology). Volumes carry
+// the node key only.
+func (d *Driver) NodeGetInfo(ctx context.Context, _ *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
 	return &csi.NodeGetInfoResponse{
 		NodeId:             d.opts.NodeID,
 		MaxVolumesPerNode:  d.opts.MaxVolumes,
-		AccessibleTopology: d.topology(),
+		AccessibleTopology: d.nodeTopology(ctx),
 	}, nil
 }
 

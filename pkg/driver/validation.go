@@ -21,6 +21,9 @@ const (
 	ParamAtomicWriteUnit = "atomicWriteUnit"
 	ParamClusterSize     = "clusterSize"
 	ParamAtomicPolicy    = "atomicPolicy"
+	// ParamAtomicSource is where atomic writes may come from: "any" (the
+	// default; XFS falls back to software atomic writes) or "hardware".
+	ParamAtomicSource = "atomicSource"
 
 	// sidecarPrefix marks parameters the external sidecars add; they are
 	// accepted and not stored.
@@ -55,11 +58,11 @@ func ValidateCreateParameters(params map[string]string) (map[string]string, erro
 	sort.Strings(keys)
 	for _, k := range keys {
 		switch k {
-		case ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy:
+		case ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy, ParamAtomicSource:
 		default:
 			if !strings.HasPrefix(k, sidecarPrefix) {
-				return nil, fmt.Errorf("%w: unknown parameter %q; accepted: %s, %s, %s, %s",
-					ErrInvalidParameter, k, ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy)
+				return nil, fmt.Errorf("%w: unknown parameter %q; accepted: %s, %s, %s, %s, %s",
+					ErrInvalidParameter, k, ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy, ParamAtomicSource)
 			}
 		}
 	}
@@ -109,6 +112,15 @@ func ValidateCreateParameters(params map[string]string) (map[string]string, erro
 		policy = p
 	}
 
+	source := untorn.SourceAny
+	if v, ok := params[ParamAtomicSource]; ok {
+		s, err := untorn.ParseSource(v)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s %q: %w; accepted: any, hardware", ErrInvalidParameter, ParamAtomicSource, v, err)
+		}
+		source = s
+	}
+
 	out := map[string]string{
 		ParamFSType:          string(fsType),
 		ParamAtomicWriteUnit: strconv.FormatUint(unit, 10),
@@ -116,6 +128,11 @@ func ValidateCreateParameters(params map[string]string) (map[string]string, erro
 	}
 	if cluster != 0 {
 		out[ParamClusterSize] = strconv.FormatUint(cluster, 10)
+	}
+	// "any" is the default and stays out of the context, so volumes made
+	// before the parameter existed compare equal to a repeated request.
+	if source == untorn.SourceHardware {
+		out[ParamAtomicSource] = string(source)
 	}
 	return out, nil
 }
@@ -140,12 +157,22 @@ type volumeSpec struct {
 	Unit    uint64
 	Cluster uint64
 	Policy  untorn.Policy
+	Source  untorn.Source // "" for the default, any
+}
+
+// volumeParams are the volume context keys ValidateCreateParameters
+// produces, stored with a volume and compared on a repeated request.
+var volumeParams = []string{ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy, ParamAtomicSource}
+
+// planRequest is what staging and placement ask the planner for.
+func (s volumeSpec) planRequest() untorn.PlanRequest {
+	return untorn.PlanRequest{FSType: s.FSType, Unit: s.Unit, Cluster: s.Cluster, Policy: s.Policy, Source: s.Source}
 }
 
 // parseVolumeContext reads a context produced by ValidateCreateParameters.
 func parseVolumeContext(ctx map[string]string) (volumeSpec, error) {
 	params := map[string]string{}
-	for _, k := range []string{ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy} {
+	for _, k := range volumeParams {
 		if v, ok := ctx[k]; ok {
 			params[k] = v
 		}
@@ -156,12 +183,16 @@ func parseVolumeContext(ctx map[string]string) (volumeSpec, error) {
 	}
 	unit, _ := strconv.ParseUint(norm[ParamAtomicWriteUnit], 10, 64)
 	cluster, _ := strconv.ParseUint(norm[ParamClusterSize], 10, 64)
-	return volumeSpec{
+	spec := volumeSpec{
 		FSType:  untorn.FSType(norm[ParamFSType]),
 		Unit:    unit,
 		Cluster: cluster,
 		Policy:  untorn.Policy(norm[ParamAtomicPolicy]),
-	}, nil
+	}
+	if norm[ParamAtomicSource] == string(untorn.SourceHardware) {
+		spec.Source = untorn.SourceHardware
+	}
+	return spec, nil
 }
 
 // Volume IDs are "uv-" and 32 lower-case hex digits derived from the
