@@ -115,6 +115,7 @@ void ut_resolve(void)
 	ut_real.fcntl = next_sym("fcntl");
 	ut_real.fcntl64 = next_sym("fcntl64");
 	ut_real.uring_layout_ok = uring_layout_known();
+	ut_real_fallbacks();
 }
 
 static void warn(const char *msg)
@@ -209,6 +210,8 @@ static void configure(void)
 		else
 			ut_cfg.unit = (uint32_t)v;
 	}
+	/* Below the smallest unit any filesystem offers (512) no write qualifies. */
+	ut_cfg.pass_mask = ut_cfg.unit ? ut_cfg.unit - 1 : 511;
 	const char *hw = getenv("UNTORN_HARDWARE");
 	ut_cfg.hardware = (hw && !strcmp(hw, "1")) ? 1 : (hw && !strcmp(hw, "0")) ? 0 : -1;
 	copy_env(ut_cfg.stats_dir, sizeof ut_cfg.stats_dir, "UNTORN_STATS_DIR");

@@ -131,30 +131,56 @@ static const char *mode_name(void)
 
 static const char *tri(int v) { return v == 1 ? "true" : v == 0 ? "false" : "null"; }
 
-static int format(char *b, size_t n, const char *why)
+/* Replaces what JSON would need escaped. */
+static void json_safe(char *p)
 {
-	char exe[256];
-	ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	exe[el > 0 ? el : 0] = 0;
-	for (char *p = exe; *p; p++)
+	for (; *p; p++)
 		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
 			*p = '_';
+}
+
+/* The process title as ps shows it (PostgreSQL writes its role there:
+ * "postgres: checkpointer", "postgres: postgres db [local] idle"). */
+static void title(char *t, size_t n)
+{
+	int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	ssize_t l = fd >= 0 ? syscall(SYS_read, fd, t, n - 1) : -1;
+	if (fd >= 0)
+		syscall(SYS_close, fd);
+	if (l < 0)
+		l = 0;
+	while (l > 0 && t[l - 1] == 0)
+		l--;
+	t[l] = 0;
+	for (ssize_t i = 0; i < l; i++)
+		if (t[i] == 0)
+			t[i] = ' ';
+	json_safe(t);
+}
+
+static int format(char *b, size_t n, const char *why)
+{
+	char exe[256], cmd[128];
+	ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	exe[el > 0 ? el : 0] = 0;
+	json_safe(exe);
+	title(cmd, sizeof cmd);
 	int k = snprintf(b, n,
-		"{\"pid\":%d,\"ppid\":%d,\"exe\":\"%s\",\"why\":\"%s\",\"mode\":\"%s\","
+		"{\"pid\":%d,\"ppid\":%d,\"exe\":\"%s\",\"title\":\"%s\",\"why\":\"%s\",\"mode\":\"%s\","
 		"\"unit\":%u,\"hardware\":%s,\"kernel_buffered_atomic\":%s,"
 		"\"fs_unit_min\":%u,\"fs_unit_max\":%u,\"fs_unit_max_opt\":%u,"
 		"\"atomic_writes\":%llu,\"atomic_bytes\":%llu,\"atomic_syscalls\":%llu,"
 		"\"split_writes\":%llu,\"buffered_atomic\":%llu,\"direct_fd_atomic\":%llu,"
 		"\"companion_opens\":%llu,\"aio_submits\":%llu,\"aio_atomic\":%llu,"
 		"\"uring_submits\":%llu,\"uring_atomic\":%llu,\"direct_unsafe\":%llu,"
-		"\"strict_failures\":%llu,\"write_errors\":%llu,"
+		"\"strict_failures\":%llu,\"write_errors\":%llu,\"writethrough_ns\":%llu,"
 		"\"group_asked\":%llu,\"group_done\":%llu,\"group_kernel\":%llu,\"group_refused\":{",
-		(int)getpid(), (int)getppid(), exe, why, mode_name(), ut_cfg.unit,
+		(int)getpid(), (int)getppid(), exe, cmd, why, mode_name(), ut_cfg.unit,
 		tri(ut_cfg.hardware), tri(ut_buffered_atomic), ut_fsi.unit_min, ut_fsi.unit_max,
 		ut_fsi.unit_max_opt, LD(atomic_writes), LD(atomic_bytes), LD(atomic_syscalls),
 		LD(split_writes), LD(buffered_atomic), LD(direct_fd_atomic), LD(companion_opens),
 		LD(aio_submits), LD(aio_atomic), LD(uring_submits), LD(uring_atomic),
-		LD(direct_unsafe), LD(strict_failures), LD(write_errors), LD(group_asked),
+		LD(direct_unsafe), LD(strict_failures), LD(write_errors), LD(writethrough_ns), LD(group_asked),
 		LD(group_done), LD(group_kernel));
 	for (int g = 0; g < UT_G_COUNT && k > 0 && (size_t)k < n; g++)
 		k += snprintf(b + k, n - (size_t)k, "%s\"%s\":%llu", g ? "," : "", refusal_names[g],

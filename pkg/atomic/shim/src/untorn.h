@@ -77,6 +77,7 @@ struct ut_stats {
 	uint64_t direct_unsafe;   /* unsafe-direct-bench writes (no RWF_ATOMIC) */
 	uint64_t strict_failures; /* writes failed with EIO in strict mode */
 	uint64_t write_errors;    /* atomic writes that returned an error */
+	uint64_t writethrough_ns; /* time spent in the writethrough's write system calls */
 	uint64_t group_asked;     /* pwritev2(RWF_ATOMIC) calls on buffered descriptors */
 	uint64_t group_done;      /* ... written by the library as one atomic write */
 	uint64_t group_kernel;    /* ... handed to a kernel that takes buffered RWF_ATOMIC */
@@ -106,6 +107,7 @@ enum { UT_FD_UNKNOWN = 0, UT_FD_NO = 1, UT_FD_YES = 2, UT_FD_BUSY = 3 };
 struct ut_config {
 	int mode;
 	uint32_t unit;      /* 0: the filesystem's unit min */
+	uint64_t pass_mask; /* a write whose offset or length has one of these bits passes */
 	int hardware;       /* -1 unknown, 0, 1 (UNTORN_HARDWARE) */
 	char stats_dir[512];
 	char include[1024];
@@ -183,6 +185,7 @@ struct ut_real {
 };
 extern struct ut_real ut_real;
 void ut_resolve(void);
+void ut_real_fallbacks(void); /* intercept.c */
 
 /* ut_inited: 0 not yet, 1 being initialised, 2 ready. */
 extern int ut_inited;

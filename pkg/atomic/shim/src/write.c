@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Per-thread aligned bounce buffer (never used by a nested call: a signal
@@ -146,8 +147,15 @@ ssize_t ut_write_at(int fd, struct ut_fd *e, const struct iovec *iov, int cnt, s
 			}
 		}
 		size_t n = piece_len((uint64_t)off + done, len - done, unit, cap);
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		ssize_t r = ut_write_piece(target, iov, cnt, done, n, off + (off_t)done,
 					   flags | atomic, buffered ? 1 : e->mem_align);
+		int werr = errno;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		UT_ADD(writethrough_ns, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
+						   (t1.tv_nsec - t0.tv_nsec)));
+		errno = werr;
 		if (r < 0 && errno == ENOMEM) {
 			errno = ENOTSUP;
 			return done ? (ssize_t)done : -1;
