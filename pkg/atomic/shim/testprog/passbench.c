@@ -4,6 +4,8 @@
  * filesystem without atomic writes, an 8 KiB write to /dev/null).
  *
  *   passbench FILE N
+ *   passbench FILE N KIND   (KIND 0, 1, 2: only N calls of that kind, untimed,
+ *                            for instruction counts under valgrind)
  *
  * Without the shim it prints plain timings. Under LD_PRELOAD it times, in
  * the same process and in alternating blocks of 1000 calls, the calls
@@ -31,8 +33,8 @@ typedef ssize_t (*write_fn)(int, const void *, size_t);
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: passbench FILE N\n");
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: passbench FILE N [KIND]\n");
 		return 2;
 	}
 	long n = atol(argv[2]);
@@ -43,6 +45,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	static char buf[8192] = { 1 };
+	if (argc == 4) {
+		int kind = atoi(argv[3]);
+		for (long i = 0; i < n; i++) {
+			ssize_t r = kind == 0   ? pwrite(fd, buf, 100, (off_t)(i % 1024) * 100 + 1)
+				    : kind == 1 ? write(nul, buf, 8192)
+						: pwrite(fd, buf, 8192, (off_t)(i % 64) * 8192 + 1);
+			if (r < 0)
+				return 1;
+		}
+		return 0;
+	}
 	pwrite_fn pw_libc = pwrite;
 	write_fn w_libc = write;
 	int shim = dlsym(RTLD_DEFAULT, "untorn_stats_dump") != NULL;
