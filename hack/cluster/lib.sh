@@ -22,8 +22,9 @@ NODE_IP=${NODE_IP:-10.250.0.1}
 
 # image names: the ones the chart and the examples use
 UNTORN_IMAGE=${UNTORN_IMAGE:-ghcr.io/untorn/untorn:e2e}
-POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker.io/library/postgres:15}
-MARIADB_IMAGE=${MARIADB_IMAGE:-docker.io/library/mariadb:10.11}
+POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker.io/library/postgres:18}
+POSTGRES15_IMAGE=${POSTGRES15_IMAGE:-docker.io/library/postgres:15}
+MARIADB_IMAGE=${MARIADB_IMAGE:-docker.io/library/mariadb:11.8}
 SIDECAR_REPO=${SIDECAR_REPO:-registry.k8s.io/sig-storage}
 
 K8S_BIN=$UNTORN_CACHE/k8s/$K8S_VERSION
