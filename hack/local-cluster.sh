@@ -233,7 +233,7 @@ cmd_up() {
 	start containerd containerd --config "$CLUSTER_DIR/conf/containerd.toml"
 	poll 60 "containerd" in_ns ctr version || die "containerd did not start (log: $CLUSTER_DIR/logs/containerd.log)"
 	local img
-	for img in pause csi-provisioner csi-resizer postgres mariadb; do import_image "$IMAGE_DIR/$img.tar"; done
+	for img in pause csi-provisioner csi-resizer postgres postgres15 mariadb; do import_image "$IMAGE_DIR/$img.tar"; done
 	log "images imported"
 
 	start kube-apiserver "$B/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \

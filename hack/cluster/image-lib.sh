@@ -2,22 +2,26 @@
 # (umoci + skopeo) and to cache Debian root filesystems. Sourced.
 # shellcheck shell=bash
 
-# rootfs_debian <name> <comma-separated packages>: prints the path of a
-# cached Debian $DEBIAN_SUITE minbase root filesystem with the packages
-# installed; built once per (suite, package list).
+# rootfs_debian <name> <comma-separated packages> [suite]: prints the path
+# of a cached Debian minbase root filesystem of suite (default
+# $DEBIAN_SUITE) with the packages installed; built once per (name, suite,
+# package list).
 rootfs_debian() {
-	local name=$1 pkgs=$2
+	local name=$1 pkgs=$2 suite=${3:-$DEBIAN_SUITE}
 	local key
-	key=$(printf '%s %s' "$DEBIAN_SUITE" "$pkgs" | sha256sum | cut -c1-12)
-	local dir=$UNTORN_CACHE/rootfs/$name-$DEBIAN_SUITE-$key
+	key=$(printf '%s %s' "$suite" "$pkgs" | sha256sum | cut -c1-12)
+	local dir=$UNTORN_CACHE/rootfs/$name-$suite-$key
 	if [ -f "$dir/.complete" ]; then echo "$dir/root"; return 0; fi
 	rm -rf "$dir"
-	# one package cache per rootfs: builds of different rootfs may run at once
-	mkdir -p "$dir" "$UNTORN_CACHE/debs/$name"
-	log "rootfs $name: debootstrap $DEBIAN_SUITE (+$pkgs)"
-	debootstrap --variant=minbase --cache-dir="$UNTORN_CACHE/debs/$name" --include="$pkgs" \
-		"$DEBIAN_SUITE" "$dir/root" "$DEBIAN_MIRROR" > "$dir/debootstrap.log" 2>&1 ||
-		{ tail -30 "$dir/debootstrap.log" >&2; die "debootstrap of $name failed (log $dir/debootstrap.log)"; }
+	# one package cache per name and suite: builds of different root
+	# filesystems may run at once, and a package's file name may be the same
+	# in two suites
+	local debs=$UNTORN_CACHE/debs/$name-$suite
+	mkdir -p "$dir" "$debs"
+	log "rootfs $name: debootstrap $suite (+$pkgs)"
+	nice debootstrap --variant=minbase --cache-dir="$debs" --include="$pkgs" \
+		"$suite" "$dir/root" "$DEBIAN_MIRROR" > "$dir/debootstrap.log" 2>&1 ||
+		{ tail -30 "$dir/debootstrap.log" >&2; die "debootstrap of $name ($suite) failed (log $dir/debootstrap.log)"; }
 	# smaller images: no package lists, docs or caches
 	rm -rf "$dir/root/var/lib/apt/lists/"* "$dir/root/var/cache/apt/"*.bin "$dir/root/usr/share/doc" \
 		"$dir/root/usr/share/man" "$dir/root/usr/share/info" "$dir/root/var/log/"*

@@ -17,8 +17,14 @@ done
 mkdir -p "$datadir" "${dirs[@]}"
 chown mysql:mysql "$datadir" "${dirs[@]}"
 if [ ! -d "$datadir/mysql" ]; then
-	mariadb-install-db --user=mysql --datadir="$datadir" --skip-test-db \
-		--auth-root-authentication-method=normal "$@" > /dev/null
+	# its output only when it fails (it exits non-zero, e.g., when the
+	# host name does not resolve)
+	if ! out=$(mariadb-install-db --user=mysql --datadir="$datadir" --skip-test-db \
+		--auth-root-authentication-method=normal "$@" 2>&1); then
+		printf '%s\n' "$out" >&2
+		echo "mariadb-install-db failed" >&2
+		exit 1
+	fi
 	pw=${MARIADB_ROOT_PASSWORD:-${MYSQL_ROOT_PASSWORD:-}}
 	db=${MARIADB_DATABASE:-${MYSQL_DATABASE:-}}
 	init=$(mktemp)

@@ -2,9 +2,10 @@
 # Entrypoint of the local PostgreSQL image built from Debian's packages.
 # Follows the conventions of the official image: POSTGRES_PASSWORD,
 # POSTGRES_USER, POSTGRES_DB, PGDATA, POSTGRES_INITDB_WALDIR; arguments
-# starting with "-" are passed to postgres.
+# starting with "-" are passed to postgres. The image sets PG_MAJOR (as the
+# official image does): its binaries are in /usr/lib/postgresql/$PG_MAJOR/bin.
 set -euo pipefail
-export PATH=/usr/lib/postgresql/15/bin:$PATH
+export PATH=/usr/lib/postgresql/${PG_MAJOR:?PG_MAJOR is not set in the image}/bin:$PATH
 : "${PGDATA:=/var/lib/postgresql/data}"
 export PGDATA
 if [ "${1:-postgres}" != postgres ] && [ "${1:0:1}" != - ]; then exec "$@"; fi
