@@ -80,7 +80,8 @@ for c in $E2E_CHECKS; do
 	2) run_check 2 "XFS volume binds and verifies atomic >= 8 KiB" check_xfs_volume ;;
 	3) run_check 3 "ext4 'require' volume refuses to stage, nothing formatted" check_ext4_require ;;
 	4) run_check 4 "PostgreSQL with the shim: atomic page writes, data survives a pod restart" check_postgres
-	   run_check 4b "MariaDB with the shim: atomic page writes" check_mariadb ;;
+	   run_check 4b "MariaDB with the shim: atomic page writes" check_mariadb
+	   run_check 4c "PostgreSQL 15 with the shim: atomic page writes" check_postgres15 ;;
 	5) run_check 5 "online volume expansion" check_expand ;;
 	6) run_check 6 "deleting workloads and PVCs removes the volumes" check_cleanup ;;
 	*) die "unknown check $c" ;;

@@ -68,21 +68,33 @@ check_ext4_require() {
 	echo "allocated blocks of $img: $(stat -c %b "$img")"
 }
 
-# apply_example FILE [FROM_CLASS TO_CLASS]: apply an example manifest with
-# UNTORN_STATS_DIR=/tmp set in its StatefulSets' containers (for the shim
-# counters), optionally moving its PVCs to another StorageClass
+# apply_example FILE [JQ]: apply an example manifest with UNTORN_STATS_DIR=/tmp
+# set in its StatefulSets' containers (for the shim counters), each
+# StatefulSet passed through the jq filter JQ (default: unchanged); what was
+# applied is kept in $EVIDENCE/<namespace>-<file>.json
 apply_example() {
-	local file=$1 from=${2:-} to=${3:-}
+	local file=$1 filter=${2:-.}
+	local out
+	out=$EVIDENCE/$TEST_NS-$(basename "$file" .yaml).json
 	kt create -f "$file" --dry-run=client -o json |
-		jq -s --arg from "$from" --arg to "$to" '
-			[.[] | if .kind == "List" then .items[] else . end]
-			| map(if .kind == "StatefulSet" then
-				.spec.template.spec.containers |= map(.env = ((.env // []) + [{name: "UNTORN_STATS_DIR", value: "/tmp"}]))
-				| .spec.volumeClaimTemplates |= map(if $from != "" and .spec.storageClassName == $from
-					then .spec.storageClassName = $to else . end)
+		jq -s "[.[] | if .kind == \"List\" then .items[] else . end]
+			| map(if .kind == \"StatefulSet\" then
+				.spec.template.spec.containers |= map(.env = ((.env // []) + [{name: \"UNTORN_STATS_DIR\", value: \"/tmp\"}]))
+				| ($filter)
 			  else . end)
-			| {apiVersion: "v1", kind: "List", items: .}' > "$EVIDENCE/$(basename "$file" .yaml).json"
-	kt apply -f "$EVIDENCE/$(basename "$file" .yaml).json"
+			| {apiVersion: \"v1\", kind: \"List\", items: .}" > "$out"
+	kt apply -f "$out"
+}
+
+# same_version VERSION TAG: the server's version is the image tag's version
+# (tag 18 and version 18.6, tag 11.8 and version 11.8.9-MariaDB-...)
+same_version() { [ "$1" = "$2" ] || [[ $1 == "$2".* ]] || [[ $1 == "$2"-* ]]; }
+
+# image_tag POD CONTAINER: the tag of the container's image
+image_tag() {
+	local img
+	img=$(kt get pod "$1" -o jsonpath="{.spec.containers[?(@.name==\"$2\")].image}")
+	echo "${img##*:}"
 }
 
 # sql POD QUERY: run a query in the PostgreSQL pod
@@ -101,10 +113,11 @@ shim_counters() {
 	sleep 1.5
 	"$@" > /dev/null || return 1
 	sleep 2
+	local ev=$EVIDENCE/$TEST_NS-$pod-stats.jsonl
 	# shellcheck disable=SC2016 # expanded by the shell in the container
-	kt exec "$pod" -c "$c" -- sh -c 'cat "$UNTORN_STATS_DIR"/untorn-*.json' > "$EVIDENCE/$pod-stats.jsonl" || return 1
+	kt exec "$pod" -c "$c" -- sh -c 'cat "$UNTORN_STATS_DIR"/untorn-*.json' > "$ev" || return 1
 	jq -r '"  pid \(.pid) \(.exe) (\(.why)): atomic_writes \(.atomic_writes), unaligned \(.passthrough.unaligned // 0), fs_not_atomic \(.passthrough.fs_not_atomic // 0)"' \
-		"$EVIDENCE/$pod-stats.jsonl" >&2
+		"$ev" >&2
 	jq -s --arg exe "$exe" 'map(select(.exe | test($exe))) | {processes: length,
 		atomic_writes: (map(.atomic_writes) | add),
 		atomic_bytes: (map(.atomic_bytes) | add),
@@ -113,7 +126,7 @@ shim_counters() {
 		write_errors: (map(.write_errors) | add),
 		strict_failures: (map(.strict_failures) | add),
 		passthrough: (map(.passthrough) | reduce .[] as $p ({}; . as $a | $p | with_entries(.value += ($a[.key] // 0))))}' \
-		"$EVIDENCE/$pod-stats.jsonl"
+		"$ev"
 }
 
 # shim_injected POD CONTAINER: LD_PRELOAD is set in the running process and
@@ -139,33 +152,60 @@ shim_injected() {
 	kt exec "$pod" -c "$c" -- sh -c "test -r '$preload'" || fail "$preload is not readable"
 }
 
-# 4. The example PostgreSQL StatefulSet with the injected shim.
-check_postgres() {
-	[ -f "$PG_MANIFEST" ] || fail "$PG_MANIFEST does not exist"
-	apply_example "$PG_MANIFEST"
+# pg_example_up FILE [JQ]: apply the PostgreSQL example (through the
+# StatefulSet filter JQ), wait until it is ready and check what every
+# PostgreSQL version must show: the shim injected, the server of the image's
+# version, full_page_writes off, io_method worker where it exists (18+).
+# Sets PG_POD and PG_CONTAINER.
+pg_example_up() {
+	local file=$1 filter=${2:-.}
+	[ -f "$file" ] || fail "$file does not exist"
+	apply_example "$file" "$filter"
 	local sts
 	sts=$(kt get statefulsets -o name | grep -i postgres | head -n 1)
-	[ -n "$sts" ] || fail "no PostgreSQL StatefulSet in $PG_MANIFEST"
+	[ -n "$sts" ] || fail "no PostgreSQL StatefulSet in $file"
 	kt rollout status "$sts" --timeout=300s || fail "$sts did not become ready"
-	local pod=${sts#*/}-0
-	PG_CONTAINER=$(kt get pod "$pod" -o jsonpath='{.spec.containers[0].name}')
-	echo "pod $pod container $PG_CONTAINER; volumes:"
+	PG_POD=${sts#*/}-0
+	PG_CONTAINER=$(kt get pod "$PG_POD" -o jsonpath='{.spec.containers[0].name}')
+	echo "pod $PG_POD container $PG_CONTAINER; volumes:"
 	kt get pvc -o custom-columns=NAME:.metadata.name,CLASS:.spec.storageClassName,VOLUME:.spec.volumeName,SIZE:.status.capacity.storage
-	shim_injected "$pod" "$PG_CONTAINER"
-	local fpw
-	fpw=$(pg "$pod" 'SHOW full_page_writes')
+	shim_injected "$PG_POD" "$PG_CONTAINER"
+	local ver tag fpw iom
+	ver=$(pg "$PG_POD" 'SHOW server_version')
+	tag=$(image_tag "$PG_POD" "$PG_CONTAINER")
+	echo "server_version $ver (image tag $tag)"
+	same_version "${ver%% *}" "$tag" || fail "PostgreSQL $ver runs, the image tag says $tag"
+	fpw=$(pg "$PG_POD" 'SHOW full_page_writes')
 	echo "full_page_writes=$fpw"
-	[ "$fpw" = off ] || fail "full_page_writes is '$fpw', want off"
-	kt exec "$pod" -c "$PG_CONTAINER" -- sh -c 'grep -E " /var/lib/postgresql| /pgwal| pg_wal" /proc/mounts' || true
-	kt exec "$pod" -c "$PG_CONTAINER" -- pgbench -U postgres -i -s 4 -q postgres
-	kt exec "$pod" -c "$PG_CONTAINER" -- pgbench -U postgres -c 4 -j 2 -T 20 postgres | tail -n 6
+	[ "$fpw" = off ] || fail "full_page_writes is '$fpw', want off (the container's log says why: $(kt logs "$PG_POD" -c "$PG_CONTAINER" | grep 'untorn:'))"
+	if [ "${ver%%.*}" -ge 18 ]; then
+		iom=$(pg "$PG_POD" 'SHOW io_method')
+		echo "io_method=$iom"
+		[ "$iom" = worker ] || fail "io_method is '$iom', want worker (the example's)"
+	fi
+	kt exec "$PG_POD" -c "$PG_CONTAINER" -- sh -c 'grep -E " /var/lib/postgresql| /pgwal| pg_wal" /proc/mounts' || true
+}
+
+# pg_page_writes: make PostgreSQL write pages and check in the shim's
+# counters that they went atomic
+pg_page_writes() {
 	local stats
-	stats=$(shim_counters "$pod" "$PG_CONTAINER" '/postgres$' pg "$pod" \
+	stats=$(shim_counters "$PG_POD" "$PG_CONTAINER" '/postgres$' pg "$PG_POD" \
 		'UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0; CHECKPOINT') ||
 		fail "cannot read the shim counters"
 	echo "shim counters (summed over processes): $stats"
 	jq -e '.atomic_writes > 0 and .write_errors == 0 and .strict_failures == 0' <<< "$stats" > /dev/null ||
 		fail "PostgreSQL's page writes did not go atomic: $stats"
+}
+
+# 4. The example PostgreSQL StatefulSet (PostgreSQL 18) with the injected
+# shim: pgbench, atomic page writes, data kept across a pod restart.
+check_postgres() {
+	pg_example_up "$PG_MANIFEST"
+	local pod=$PG_POD
+	kt exec "$pod" -c "$PG_CONTAINER" -- pgbench -U postgres -i -s 4 -q postgres
+	kt exec "$pod" -c "$PG_CONTAINER" -- pgbench -U postgres -c 4 -j 2 -T 20 postgres | tail -n 6
+	pg_page_writes
 
 	local rows uid vol rows2
 	rows=$(pg "$pod" 'SELECT count(*) FROM pgbench_accounts')
@@ -189,13 +229,32 @@ check_postgres() {
 	[ "$vol2" = "$vol" ] || fail "the pod came back on other volumes: $vol -> $vol2"
 }
 
-# 4b. The example MariaDB StatefulSet with the injected shim.
+# 4c. PostgreSQL 15 (Debian 12's), the oldest version untorn supports: the
+# same example on the postgres:15 image, without io_method (15 does not know
+# it), in a namespace of its own that is deleted afterwards: shim injected,
+# full_page_writes off, page writes atomic.
+check_postgres15() {
+	TEST_NS=$TEST_NS-pg15
+	k create namespace "$TEST_NS" > /dev/null
+	# on the way out (pass or fail): the evidence of this namespace when it
+	# failed, then the namespace with its volumes
+	trap 'rc=$?; [ $rc = 0 ] || check_evidence; k delete namespace "$TEST_NS" --wait=true --timeout=180s > /dev/null || true; exit $rc' EXIT
+	pg_example_up "$PG_MANIFEST" "
+		.spec.template.spec.containers[0] |= (.image = \"$POSTGRES15_IMAGE\"
+			| .args |= reduce .[] as \$a ([]; if (\$a | startswith(\"io_method=\")) and .[-1] == \"-c\" then .[:-1] else . + [\$a] end))"
+	[ "$(image_tag "$PG_POD" "$PG_CONTAINER")" = 15 ] || fail "the pod does not run the PostgreSQL 15 image"
+	kt exec "$PG_POD" -c "$PG_CONTAINER" -- pgbench -U postgres -i -s 2 -q postgres
+	pg_page_writes
+}
+
+# 4b. The example MariaDB StatefulSet (MariaDB 11.8) with the injected shim.
 check_mariadb() {
 	[ -f "$MARIADB_MANIFEST" ] || fail "$MARIADB_MANIFEST does not exist"
 	# loop devices have no hardware atomic writes: the example's ext4 class
 	# would be refused (check 3), XFS's software atomics serve instead
 	echo "running $MARIADB_MANIFEST on untorn-xfs instead of untorn-ext4-16k (loop devices)"
-	apply_example "$MARIADB_MANIFEST" untorn-ext4-16k untorn-xfs
+	apply_example "$MARIADB_MANIFEST" '.spec.volumeClaimTemplates |= map(if .spec.storageClassName == "untorn-ext4-16k"
+		then .spec.storageClassName = "untorn-xfs" else . end)'
 	local sts
 	sts=$(kt get statefulsets -o name | grep -i maria | head -n 1)
 	[ -n "$sts" ] || fail "no MariaDB StatefulSet in $MARIADB_MANIFEST"
@@ -208,10 +267,16 @@ check_mariadb() {
 	# server after initialising it): wait for a query to succeed.
 	poll 120 "MariaDB to answer queries" my "SELECT 1" ||
 		fail "MariaDB in $pod does not answer queries"
+	local ver tag
+	ver=$(my "SELECT VERSION()")
+	tag=$(image_tag "$pod" "$c")
+	echo "version $ver (image tag $tag)"
+	same_version "$ver" "$tag" || fail "MariaDB $ver runs, the image tag says $tag"
 	local dw
 	dw=$(my "SELECT @@innodb_doublewrite")
 	echo "innodb_doublewrite=$dw"
-	[ "$dw" = 0 ] || [ "$dw" = OFF ] || fail "innodb_doublewrite is '$dw', want OFF"
+	[ "$dw" = 0 ] || [ "$dw" = OFF ] || fail "innodb_doublewrite is '$dw', want OFF (the container's log says why: $(kt logs "$pod" -c "$c" | grep 'untorn:'))"
+	kt logs "$pod" -c "$c" | grep -E 'InnoDB: Using (io_uring|Linux native AIO)|innodb_use_native_aio' || true
 	my "CREATE DATABASE IF NOT EXISTS e2e; USE e2e; CREATE TABLE IF NOT EXISTS e2e.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB;
 	    INSERT INTO e2e.t (v) SELECT REPEAT('x', 200) FROM seq_1_to_20000; SET GLOBAL innodb_max_dirty_pages_pct=0;"
 	sleep 5
