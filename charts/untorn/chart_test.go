@@ -225,7 +225,8 @@ func TestRBAC(t *testing.T) {
 
 func TestStorageClasses(t *testing.T) {
 	r := render(t)
-	want := map[string]string{"untorn-ext4-16k": "ext4", "untorn-xfs": "xfs"}
+	want := map[string]string{"untorn-ext4-16k": "ext4", "untorn-xfs": "xfs", "untorn-xfs-hw": "xfs"}
+	wantSource := map[string]string{"untorn-xfs-hw": "hardware"}
 	classes := r.all("StorageClass")
 	if len(classes) != len(want) {
 		t.Errorf("%d storage classes, want %d", len(classes), len(want))
@@ -246,7 +247,8 @@ func TestStorageClasses(t *testing.T) {
 			t.Errorf("%s: driver rejects parameters %v: %v", sc.Name, sc.Parameters, err)
 			continue
 		}
-		if got[driver.ParamFSType] != want[sc.Name] || got[driver.ParamAtomicPolicy] != "require" || got[driver.ParamAtomicWriteUnit] != "16384" {
+		if got[driver.ParamFSType] != want[sc.Name] || got[driver.ParamAtomicPolicy] != "require" || got[driver.ParamAtomicWriteUnit] != "16384" ||
+			got[driver.ParamAtomicSource] != wantSource[sc.Name] {
 			t.Errorf("%s: effective parameters %v", sc.Name, got)
 		}
 	}

@@ -189,6 +189,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 			"--set-string", "storageClasses[0].parameters.atomicWriteUnit=12Ki"}},
 		{"unknown parameter", "mkfsOptions", []string{"--set", "storageClasses[0].name=a", "--set", "storageClasses[0].parameters.fsType=xfs",
 			"--set", "storageClasses[0].parameters.mkfsOptions=-K"}},
+		{"bad atomicSource", "atomicSource", []string{"--set", "storageClasses[0].name=a", "--set", "storageClasses[0].parameters.fsType=xfs",
+			"--set", "storageClasses[0].parameters.atomicSource=software"}},
 		{"clusterSize on xfs", "clusterSize", []string{"--set", "storageClasses[0].name=a", "--set", "storageClasses[0].parameters.fsType=xfs",
 			"--set", "storageClasses[0].parameters.clusterSize=64Ki"}},
 		{"immediate binding", "volumeBindingMode", []string{"--set", "storageClasses[0].name=a", "--set", "storageClasses[0].parameters.fsType=xfs",
