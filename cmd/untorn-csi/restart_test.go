@@ -51,6 +51,9 @@ func startPlugin(t *testing.T, bin, dir string) *plugin {
 	cmd := exec.Command(bin, "--mode=all", "--endpoint=unix://"+sock, "--node-id=restart-node", "--backend=loop",
 		"--loop-dir="+filepath.Join(dir, "loop"), "--state-dir="+filepath.Join(dir, "state"),
 		"--shim-dir="+filepath.Join(dir, "shim"), "-v=2")
+	// A process group of its own: a kill of the group also hits the
+	// commands the plugin runs (mkfs, losetup, mount...).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &plugin{cmd: cmd, log: &syncBuffer{}}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
@@ -58,7 +61,7 @@ func startPlugin(t *testing.T, bin, dir string) *plugin {
 	}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			cmd.Wait()
 		}
 		if t.Failed() {
@@ -86,14 +89,26 @@ func startPlugin(t *testing.T, bin, dir string) *plugin {
 	}
 }
 
-// kill9 stops the plugin the hard way.
+// kill9 stops the plugin the hard way: SIGKILL to its process group, the
+// plugin and every command it is running.
 func (p *plugin) kill9(t *testing.T) {
 	t.Helper()
-	if err := p.cmd.Process.Kill(); err != nil {
+	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	p.cmd.Wait()
 	p.conn.Close()
+}
+
+// buildPlugin builds untorn-csi into dir and returns its path.
+func buildPlugin(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "untorn-csi")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func fsUUID(t *testing.T, dev string) string {
@@ -114,11 +129,7 @@ func TestRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bin := filepath.Join(dir, "untorn-csi")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildPlugin(t, dir)
 	ctx := context.Background()
 	vc := &csi.VolumeCapability{
 		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},

@@ -265,7 +265,8 @@ func (b *LoopBackend) Get(ctx context.Context, id string) (BackendVolume, error)
 }
 
 // Delete removes what the backend created for the volume: its loop
-// devices (checked to be gone), its image and its record. A record or
+// devices (checked to be gone), its image, the temporary record files a
+// kill left behind and its record. A record or
 // image it did not create is left untouched; when only the image is
 // foreign, the backend's own record is removed and the image stays.
 func (b *LoopBackend) Delete(ctx context.Context, id string) error {
@@ -281,7 +282,7 @@ func (b *LoopBackend) Delete(ctx context.Context, id string) error {
 		return nil
 	}
 	if errors.Is(err, ErrVolumeNotFound) {
-		return nil
+		return b.removeRecordTemps(id)
 	}
 	if err != nil {
 		return err
@@ -290,6 +291,9 @@ func (b *LoopBackend) Delete(ctx context.Context, id string) error {
 	if isForeign(err) {
 		klog.InfoS("removing the volume record, leaving its image: this driver did not create it",
 			"volumeID", id, "reason", err.Error())
+		if err := b.removeRecordTemps(id); err != nil {
+			return err
+		}
 		return removeIfExists(metaPath)
 	}
 	if err != nil {
@@ -303,6 +307,10 @@ func (b *LoopBackend) Delete(ctx context.Context, id string) error {
 		if err := removeIfExists(img); err != nil {
 			return err
 		}
+	}
+	// Before the record, so that a retry after a kill still finds them.
+	if err := b.removeRecordTemps(id); err != nil {
+		return err
 	}
 	if err := removeIfExists(metaPath); err != nil {
 		return err

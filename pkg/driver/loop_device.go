@@ -45,7 +45,7 @@ func (b *LoopBackend) detachAll(ctx context.Context, id string) ([]string, error
 		}
 		if time.Now().After(deadline) {
 			img, _, _ := b.paths(id)
-			return nil, fmt.Errorf("%w: loop device %s still holds %s after losetup --detach (open elsewhere); the image is kept",
+			return nil, fmt.Errorf("%w: loop device %s still holds %s after losetup --detach: it is open elsewhere, or still mounted in a mount namespace created while it was mounted (removing the former mount point detaches such copies); the image is kept",
 				ErrVolumeInUse, strings.Join(left, ", "), img)
 		}
 		select {

@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // The loop backend's records: <id>.json beside each image, the backend's
@@ -78,6 +80,12 @@ func (b *LoopBackend) readRecord(id string) (loopRecord, error) {
 	if err != nil {
 		return loopRecord{}, err
 	}
+	return readRecordAt(metaPath, id)
+}
+
+// readRecordAt reads the record of volume id from metaPath; anything but
+// a record of this backend for id is a foreignFileError.
+func readRecordAt(metaPath, id string) (loopRecord, error) {
 	f, err := openNoFollow(metaPath, os.O_RDONLY)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -157,7 +165,7 @@ func (b *LoopBackend) replaceRecord(r loopRecord) error {
 	}
 	// CreateTemp opens O_EXCL with a random name: it never follows or
 	// reuses a file that is already there.
-	f, err := os.CreateTemp(b.dir, filepath.Base(metaPath)+".tmp-*")
+	f, err := os.CreateTemp(b.dir, recordTempPrefix(r.ID)+"*")
 	if err != nil {
 		return err
 	}
@@ -176,6 +184,42 @@ func (b *LoopBackend) replaceRecord(r loopRecord) error {
 		return err
 	}
 	return syncDir(b.dir)
+}
+
+// recordTempPrefix starts the names of replaceRecord's temporary files
+// for volume id.
+func recordTempPrefix(id string) string { return id + ".json.tmp-" }
+
+// removeRecordTemps removes the temporary files that replaceRecord leaves
+// when the process is killed between creating one and renaming it over
+// the record: files <id>.json.tmp-* that are empty (killed before the
+// write) or hold a record of this backend for id. Anything else there is
+// left alone. The caller holds b.mu, so no replaceRecord is under way.
+func (b *LoopBackend) removeRecordTemps(id string) error {
+	ents, err := os.ReadDir(b.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), recordTempPrefix(id)) {
+			continue
+		}
+		p := filepath.Join(b.dir, e.Name())
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if fi.Size() > 0 {
+			if _, err := readRecordAt(p, id); err != nil {
+				klog.InfoS("leaving a file this driver did not write", "volumeID", id, "path", p, "reason", err.Error())
+				continue
+			}
+		}
+		if err := removeIfExists(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // imageState is what is at a volume's image path.

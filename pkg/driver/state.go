@@ -102,15 +102,40 @@ func (s *stateStore) list() ([]stagedVolume, error) {
 	return out, nil
 }
 
+// remove drops the record of a volume and the temporary files that put
+// leaves when the process is killed before its rename (<id>.json.*.tmp,
+// empty or holding a record of the volume).
 func (s *stateStore) remove(id string) error {
 	p, err := s.path(id)
 	if err != nil {
 		return err
 	}
+	ents, err := os.ReadDir(s.dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, e := range ents {
+		mid, ok := strings.CutPrefix(e.Name(), filepath.Base(p)+".")
+		if !ok || !strings.HasSuffix(mid, ".tmp") || !e.Type().IsRegular() {
+			continue
+		}
+		t := filepath.Join(s.dir, e.Name())
+		if b, err := os.ReadFile(t); err != nil || len(b) > 0 && !holdsRecordOf(b, id) {
+			continue
+		}
+		if err := os.Remove(t); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil
+}
+
+func holdsRecordOf(b []byte, id string) bool {
+	var v stagedVolume
+	return json.Unmarshal(b, &v) == nil && v.VolumeID == id
 }
 
 // writeFileAtomic writes b to p through a synced temporary file and rename.
