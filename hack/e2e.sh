@@ -78,7 +78,7 @@ for c in $E2E_CHECKS; do
 	case $c in
 	1) run_check 1 "CSIDriver, CSINode and CSIStorageCapacity" check_registration ;;
 	2) run_check 2 "XFS volume binds and verifies atomic >= 8 KiB" check_xfs_volume ;;
-	3) run_check 3 "ext4 'require' volume refuses to stage, nothing formatted" check_ext4_require ;;
+	3) run_check 3 "placement by capability: hardware-only classes stay Pending, nothing carved; untorn-xfs binds" check_placement ;;
 	4) run_check 4 "PostgreSQL with the shim: atomic page writes, data survives a pod restart" check_postgres
 	   run_check 4b "MariaDB with the shim: atomic page writes" check_mariadb
 	   run_check 4c "PostgreSQL 15 with the shim: atomic page writes" check_postgres15 ;;

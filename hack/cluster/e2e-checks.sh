@@ -38,34 +38,61 @@ check_xfs_volume() {
 	kt exec xfs -- untornctl verify /data --unit 16Ki
 }
 
-# 3. A PVC of the ext4 'require' class cannot stage on loop devices (no
-# hardware atomic writes): the pod's events say why and the volume's backing
-# file carries no filesystem.
-check_ext4_require() {
-	pvc_pod ext4req untorn-ext4-16k 1Gi "$UNTORN_IMAGE"
-	local ev=""
-	poll 180 "a FailedMount event on pod ext4req" sh -c \
-		"'$LC' kubectl -n '$TEST_NS' get events --field-selector involvedObject.name=ext4req,reason=FailedMount -o name | grep -q ." ||
-		fail "no FailedMount event for pod ext4req"
-	ev=$(kt get events --field-selector involvedObject.name=ext4req,reason=FailedMount -o jsonpath='{range .items[*]}{.message}{"\n"}{end}')
-	echo "FailedMount events:"
-	echo "$ev"
-	grep -qi 'atomic' <<< "$ev" || fail "the FailedMount event does not say that atomic writes are unavailable"
-	local phase
-	phase=$(kt get pod ext4req -o jsonpath='{.status.phase}')
-	[ "$phase" != Running ] || fail "pod ext4req is Running on a volume that cannot be atomic"
-	local pv handle img
-	pv=$(kt get pvc ext4req -o jsonpath='{.spec.volumeName}')
-	[ -n "$pv" ] || fail "PVC ext4req is not bound"
-	handle=$(k get pv "$pv" -o jsonpath='{.spec.csi.volumeHandle}')
-	img=$LOOP_DIR/$handle.img
-	[ -f "$img" ] || fail "backing file $img of volume $handle not found: $(ls -la "$LOOP_DIR" 2>&1)"
-	local sig
-	sig=$(blkid -p -o export "$img" 2>&1 || true)
-	echo "blkid -p $img: ${sig:-<no signature>}"
-	[ -z "$sig" ] || fail "the volume was formatted although staging was refused: $sig"
-	# the backing file is sparse and untouched
-	echo "allocated blocks of $img: $(stat -c %b "$img")"
+# 3. Placement by capability. This node's loop devices have no hardware
+# atomic writes, so the provisioner publishes a capacity of 0 here for
+# untorn-ext4-16k and untorn-xfs-hw: their claims stay Pending with the
+# scheduler's "not enough free storage" on the pod, and nothing is carved
+# (no PV, no backing file). An untorn-xfs claim on the same node binds and
+# mounts.
+check_placement() {
+	local class
+	for class in untorn-ext4-16k untorn-xfs-hw untorn-xfs; do
+		poll 180 "a CSIStorageCapacity of $class for $NODE_NAME" sh -c \
+			"'$LC' kubectl get csistoragecapacities -A -o json | jq -e --arg c $class --arg n '$NODE_NAME' \
+			'[.items[] | select(.storageClassName == \$c and ((.nodeTopology.matchLabels // {}) | to_entries | map(.value) | index(\$n)) != null)] | length > 0' > /dev/null" ||
+			fail "no CSIStorageCapacity of $class for node $NODE_NAME"
+	done
+	k get csistoragecapacities -A -o custom-columns='CLASS:.storageClassName,CAPACITY:.capacity,TOPOLOGY:.nodeTopology.matchLabels'
+	local caps
+	caps=$(k get csistoragecapacities -A -o json | jq -c --arg n "$NODE_NAME" \
+		'[.items[] | select(((.nodeTopology.matchLabels // {}) | to_entries | map(.value) | index($n)) != null)
+		 | {(.storageClassName): (.capacity // "0")}] | add')
+	echo "capacity per class on $NODE_NAME: $caps"
+	jq -e '.["untorn-ext4-16k"] == "0" and .["untorn-xfs-hw"] == "0" and .["untorn-xfs"] != "0"' <<< "$caps" > /dev/null ||
+		fail "capacity per class is not 0 for the hardware-only classes and positive for untorn-xfs: $caps"
+	echo "node labels from the driver's topology: $(k get node "$NODE_NAME" -o json | jq -c '.metadata.labels | with_entries(select(.key | test("untorn")))')"
+
+	local before
+	before=$(find "$LOOP_DIR" -maxdepth 1 -name '*.img' -printf '%f\n' 2>/dev/null | sort)
+	pvc_pod place-ext4 untorn-ext4-16k 1Gi "$UNTORN_IMAGE"
+	pvc_pod place-xfshw untorn-xfs-hw 1Gi "$UNTORN_IMAGE"
+	pvc_pod place-xfs untorn-xfs 1Gi "$UNTORN_IMAGE"
+	poll 180 "pod place-xfs Ready" pod_ready place-xfs || fail "pod place-xfs (untorn-xfs) did not become Ready"
+	kt exec place-xfs -- sh -c 'grep " /data " /proc/mounts'
+	local pod ev pv
+	for pod in place-ext4 place-xfshw; do
+		poll 120 "a FailedScheduling event on pod $pod" sh -c \
+			"'$LC' kubectl -n '$TEST_NS' get events --field-selector involvedObject.name=$pod,reason=FailedScheduling -o name | grep -q ." ||
+			fail "no FailedScheduling event for pod $pod"
+		ev=$(kt get events --field-selector "involvedObject.name=$pod,reason=FailedScheduling" -o jsonpath='{range .items[*]}{.message}{"\n"}{end}')
+		echo "FailedScheduling events of $pod: $ev"
+		grep -qi 'enough free storage' <<< "$ev" || fail "the events of pod $pod do not name insufficient storage capacity"
+		[ "$(kt get pod "$pod" -o jsonpath='{.status.phase}')" = Pending ] || fail "pod $pod is not Pending"
+		[ "$(kt get pvc "$pod" -o jsonpath='{.status.phase}')" = Pending ] || fail "PVC $pod is not Pending"
+		pv=$(kt get pvc "$pod" -o jsonpath='{.spec.volumeName}')
+		[ -z "$pv" ] || fail "PVC $pod is bound to $pv"
+		if kt get events --field-selector "involvedObject.name=$pod,reason=ProvisioningFailed" -o name | grep -q .; then
+			fail "CreateVolume was attempted for $pod: $(kt get events --field-selector "involvedObject.name=$pod" -o jsonpath='{range .items[*]}{.message}{"\n"}{end}')"
+		fi
+	done
+	local handle after
+	handle=$(k get pv "$(kt get pvc place-xfs -o jsonpath='{.spec.volumeName}')" -o jsonpath='{.spec.csi.volumeHandle}')
+	after=$(find "$LOOP_DIR" -maxdepth 1 -name '*.img' -printf '%f\n' 2>/dev/null | sort)
+	echo "backing files new in this check: $(comm -13 <(echo "$before") <(echo "$after") | tr '\n' ' ')"
+	[ "$(comm -13 <(echo "$before") <(echo "$after"))" = "$handle.img" ] ||
+		fail "backing files other than $handle.img appeared: $(comm -13 <(echo "$before") <(echo "$after"))"
+	kt delete pod place-ext4 place-xfshw --wait=true --timeout=60s
+	kt delete pvc place-ext4 place-xfshw --wait=true --timeout=60s
 }
 
 # apply_example FILE [JQ]: apply an example manifest with UNTORN_STATS_DIR=/tmp
