@@ -3,7 +3,8 @@
 # write units (hack/vm.sh, docs/vm.md). Builds or reuses the cached QEMU,
 # kernel and guest root, rebuilds the project's binaries, and runs the VM
 # tests: pkg/atomic/untornctl on real limits; the driver on LVM with
-# csi-sanity; the shim and PostgreSQL on ext4 bigalloc.
+# csi-sanity; the shim and PostgreSQL on ext4 bigalloc; placement by atomic
+# unit on a volume group over two disks with different units.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 t0=$SECONDS
@@ -19,3 +20,10 @@ t=$SECONDS
 UNTORN_VM_REUSE_BINARIES=1 hack/vm.sh run --disk 4096:65536:size=8G --disk 4096:65536:size=8G --mem 2G \
 	--timeout 2400 -- sh -c 'tests/driver-lvm.sh && DISK=/dev/atomic1 tests/shim-hw.sh'
 echo "vm: driver-lvm and shim-hw passed in $((SECONDS - t))s"
+
+# Two disks with different atomic units in one volume group: a 64 KiB-unit
+# class is placed on the 64 KiB disk only.
+t=$SECONDS
+UNTORN_VM_REUSE_BINARIES=1 hack/vm.sh run --disk 4096:65536:size=2G --disk 4096:16384:size=2G --mem 2G \
+	--timeout 1500 -- tests/placement-lvm.sh
+echo "vm: placement-lvm passed in $((SECONDS - t))s"

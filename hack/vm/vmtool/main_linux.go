@@ -19,7 +19,9 @@ const usage = `usage:
   vmtool mbr DEVICE START:SIZE...        (512-byte sectors)
   vmtool jget KEY... < JSON
   vmtool jsum KEY < JSON-LINES
-  vmtool csi SOCKET [--unit SIZE] [--size BYTES] [--expand-to BYTES]`
+  vmtool csi SOCKET [--unit SIZE] [--size BYTES] [--expand-to BYTES]
+  vmtool csi-place SOCKET [--name N] [--size BYTES] [--param KEY=VALUE]...
+  vmtool csi-delete SOCKET VOLUME_ID`
 
 func main() {
 	if len(os.Args) < 3 && !(len(os.Args) == 2 && os.Args[1] == "jget") {
@@ -38,6 +40,10 @@ func main() {
 		err = cmdMBR(os.Args[2], os.Args[3:])
 	case "csi":
 		err = cmdCSI(os.Args[2], os.Args[3:])
+	case "csi-place":
+		err = cmdPlace(os.Args[2], os.Args[3:])
+	case "csi-delete":
+		err = cmdDelete(os.Args[2], os.Args[3:])
 	case "jsum":
 		err = cmdJSum(os.Args[2])
 	case "jget":

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// params collects repeated --param KEY=VALUE flags.
+type params map[string]string
+
+func (p params) String() string { return fmt.Sprint(map[string]string(p)) }
+func (p params) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("--param %q: want KEY=VALUE", s)
+	}
+	p[k] = v
+	return nil
+}
+
+// cmdPlace asks a CSI plugin where a class's volume goes, as the scheduler
+// and csi-provisioner would: NodeGetInfo's topology, GetCapacity with the
+// class's parameters, then CreateVolume; a created volume is staged, its
+// staged filesystem's atomic limits read with statx, unstaged, and kept for
+// the test to inspect (vmtool csi-delete removes it). Lines are
+// "place KEY=VALUE ...".
+func cmdPlace(endpoint string, args []string) error {
+	fs := flag.NewFlagSet("csi-place", flag.ContinueOnError)
+	name := fs.String("name", "vm-place", "volume name")
+	size := fs.Int64("size", 256<<20, "volume size in bytes")
+	dir := fs.String("dir", "/tmp/csi-place", "directory for the staging path")
+	p := params{}
+	fs.Var(p, "param", "StorageClass parameter KEY=VALUE (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	ctrl, node := csi.NewControllerClient(conn), csi.NewNodeClient(conn)
+
+	info, err := node.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
+	if err != nil {
+		return fmt.Errorf("NodeGetInfo: %w", err)
+	}
+	segs := info.GetAccessibleTopology().GetSegments()
+	keys := make([]string, 0, len(segs))
+	for k := range segs {
+		keys = append(keys, k+"="+segs[k])
+	}
+	sort.Strings(keys)
+	fmt.Printf("place topology %s\n", strings.Join(keys, " "))
+
+	c, err := ctrl.GetCapacity(ctx, &csi.GetCapacityRequest{Parameters: p, AccessibleTopology: info.GetAccessibleTopology()})
+	if err != nil {
+		return fmt.Errorf("GetCapacity: %w", err)
+	}
+	fmt.Printf("place capacity=%d\n", c.GetAvailableCapacity())
+
+	mount := &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+	}
+	cv, err := ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
+		Name: *name, CapacityRange: &csi.CapacityRange{RequiredBytes: *size},
+		VolumeCapabilities: []*csi.VolumeCapability{mount}, Parameters: p,
+		AccessibilityRequirements: &csi.TopologyRequirement{Requisite: []*csi.Topology{info.GetAccessibleTopology()}},
+	})
+	if err != nil {
+		st := status.Convert(err)
+		fmt.Printf("place create code=%s\n", st.Code())
+		fmt.Printf("place message %s\n", st.Message())
+		return nil
+	}
+	vol := cv.GetVolume()
+	fmt.Printf("place create code=OK id=%s\n", vol.GetVolumeId())
+	staging := filepath.Join(*dir, "staging")
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		return err
+	}
+	if _, err := node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
+		VolumeId: vol.GetVolumeId(), StagingTargetPath: staging, VolumeCapability: mount, VolumeContext: vol.GetVolumeContext(),
+	}); err != nil {
+		return fmt.Errorf("NodeStageVolume: %w", err)
+	}
+	probe := filepath.Join(staging, "vm-place-probe")
+	if err := os.WriteFile(probe, nil, 0o600); err != nil {
+		return err
+	}
+	st, err := statx(probe)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("place staged statx supported=%v unit_min=%d unit_max=%d\n", st.Supported, st.UnitMin, st.UnitMax)
+	if err := os.Remove(probe); err != nil {
+		return err
+	}
+	if _, err := node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: vol.GetVolumeId(), StagingTargetPath: staging}); err != nil {
+		return fmt.Errorf("NodeUnstageVolume: %w", err)
+	}
+	return nil
+}
+
+// cmdDelete deletes a volume through the plugin.
+func cmdDelete(endpoint string, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("csi-delete SOCKET VOLUME_ID")
+	}
+	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	_, err = csi.NewControllerClient(conn).DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: args[0]})
+	return err
+}
