@@ -10,6 +10,8 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
+
+	untorn "github.com/untorn/untorn/pkg/atomic"
 )
 
 func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
@@ -135,7 +137,8 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 			paths[f.name] = c
 		}
 	}
-	if _, err := d.getVolume(ctx, id); err != nil {
+	vol, err := d.getVolume(ctx, id)
+	if err != nil {
 		return nil, err
 	}
 	health := &csi.VolumeHealth{VolumeId: id}
@@ -181,6 +184,11 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 	v, err := d.atomic.Verify(staging, st.Unit)
 	if err == nil && !v.Atomic {
 		err = errors.New(v.Reason)
+	}
+	if err == nil && !v.Hardware && vol.Meta[ParamAtomicSource] == string(untorn.SourceHardware) {
+		// A class that asks for hardware atomic writes (the LV grew onto a
+		// device without them, say) no longer gets them.
+		err = fmt.Errorf("they are done in software, and the volume asks for %s %s", ParamAtomicSource, untorn.SourceHardware)
 	}
 	if err != nil {
 		d.metrics.VerificationFailed(id)

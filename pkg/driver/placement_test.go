@@ -336,3 +336,36 @@ func TestNodeGetInfoAtomicTopology(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeHealthHardwareLost: a staged volume of an atomicSource hardware
+// class whose atomic writes now verify only in software is DEGRADED.
+func TestNodeHealthHardwareLost(t *testing.T) {
+	e, _, m := newSpacedDriver(t, []DeviceSpace{lvmSpace("/dev/nvme0n1", 10<<30)}, true)
+	ctx := context.Background()
+	resp, err := e.d.CreateVolume(ctx, createReq("vol", 1<<30, map[string]string{"fsType": "xfs", "atomicSource": "hardware"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetVolume().GetVolumeId()
+	scriptFormat(e)
+	staging := filepath.Join(e.dir, "staging")
+	if _, err := e.d.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCap(snw, "")}); err != nil {
+		t.Fatal(err)
+	}
+	health := func() []*csi.VolumeHealth_VolumeHealthEntry {
+		r, err := e.d.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: id, StagingTargetPath: staging})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetVolumeHealth().GetHealthStatuses()
+	}
+	if h := health(); len(h) != 0 {
+		t.Fatalf("healthy volume reported %v", h)
+	}
+	if _, err := m.Probe("/dev/loop0"); err != nil { // the device now writes in software only
+		t.Fatal(err)
+	}
+	if h := health(); len(h) != 1 || h[0].GetStatus() != csi.VolumeHealthErrorType_DEGRADED || h[0].GetReason() != healthAtomicNotVerified {
+		t.Errorf("health %v, want DEGRADED %s", h, healthAtomicNotVerified)
+	}
+}
