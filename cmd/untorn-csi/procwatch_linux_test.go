@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -150,7 +152,7 @@ func survivors(w *watcher, pgid int, bin string, wait time.Duration) []proc {
 				continue
 			}
 			exe, _ := os.Readlink("/proc/" + strconv.Itoa(p.pid) + "/exe")
-			if p.pgid == pgid || exe == bin {
+			if p.pgid == pgid || (bin != "" && exe == bin) {
 				left[p.procID] = p
 			}
 		}
@@ -278,4 +280,50 @@ func deviceHolders(dev string) []string {
 		}
 	}
 	return out
+}
+
+// TestSurvivorsFindsEscapedChild checks the fault test's own harness: a
+// child that left the process group (setsid) outlives a kill of the
+// group, and survivors reports it (and only it).
+func TestSurvivorsFindsEscapedChild(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "setsid sleep 60 & sleep 60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := newWatcher(cmd.Process.Pid)
+	t.Cleanup(func() {
+		for id := range w.seen {
+			if p, ok := alive(id); ok {
+				killSurvivor(p)
+			}
+		}
+	})
+	sleeping := func() int {
+		n := 0
+		for _, p := range w.scan() {
+			if p.comm == "sleep" {
+				n++
+			}
+		}
+		return n
+	}
+	for i := 0; sleeping() < 2; i++ {
+		if i == 500 {
+			t.Fatalf("the shell's two sleeps did not appear: %v", w.seen)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	left := survivors(w, cmd.Process.Pid, "", 2*time.Second)
+	if len(left) != 1 || left[0].comm != "sleep" || left[0].pgid == cmd.Process.Pid {
+		t.Fatalf("survivors %v, want the one sleep that left the group", left)
+	}
+	killSurvivor(left[0])
+	if left := survivors(w, cmd.Process.Pid, "", 5*time.Second); len(left) != 0 {
+		t.Errorf("still alive after SIGKILL: %v", left)
+	}
 }
