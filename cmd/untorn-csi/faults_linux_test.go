@@ -188,7 +188,7 @@ func TestFaultInjection(t *testing.T) {
 	if len(leftFiles) > 0 {
 		t.Errorf("files left by the plugin after every volume was deleted: %v", leftFiles)
 	}
-	if f.killsInRPC == 0 || f.killsDuringMkfs == 0 {
+	if f.kills >= defaultFaultKills && (f.killsInRPC == 0 || f.killsDuringMkfs == 0) {
 		t.Errorf("no kill hit a call in flight (%d) or a running mkfs (%d): the injection missed", f.killsInRPC, f.killsDuringMkfs)
 	}
 }
@@ -322,13 +322,14 @@ func (f *faultRun) timed(name string) trigger {
 	return trigger{delay: time.Duration(f.rng.Int64N(int64(bound)))}
 }
 
-// duringMkfs picks a delay after mkfs starts: every other one within the
-// first 30 ms (the window in which an interrupted mkfs.xfs leaves a
-// half-written superblock), the others anywhere up to maxKillDelay.
+// duringMkfs picks a delay after mkfs starts: within the first 20 ms (the
+// window in which an interrupted mkfs.xfs leaves a half-written
+// superblock) until a kill has hit a running mkfs and then every other
+// time, the others anywhere up to maxKillDelay.
 func (f *faultRun) duringMkfs() trigger {
 	bound := maxKillDelay
 	if f.killsDuringMkfs%2 == 0 {
-		bound = 30 * time.Millisecond
+		bound = 20 * time.Millisecond
 	}
 	return trigger{mkfs: true, delay: time.Duration(f.rng.Int64N(int64(bound)))}
 }
