@@ -132,6 +132,9 @@ func (b *LoopBackend) resumeLocked(r loopRecord, sizeBytes int64, meta map[strin
 	}
 	r.SizeBytes, r.Meta, r.State = sizeBytes, copyMeta(meta), loopStateCreating
 	if state == imageMissing {
+		if err := b.removeImageTemps(r); err != nil {
+			return BackendVolume{}, err
+		}
 		return b.makeImageLocked(r, b.replaceRecord)
 	}
 	if r.Image == nil {
@@ -265,8 +268,8 @@ func (b *LoopBackend) Get(ctx context.Context, id string) (BackendVolume, error)
 }
 
 // Delete removes what the backend created for the volume: its loop
-// devices (checked to be gone), its image, the temporary record files a
-// kill left behind and its record. A record or
+// devices (checked to be gone), its image, the temporary files a kill
+// left behind and its record. A record or
 // image it did not create is left untouched; when only the image is
 // foreign, the backend's own record is removed and the image stays.
 func (b *LoopBackend) Delete(ctx context.Context, id string) error {
@@ -309,6 +312,9 @@ func (b *LoopBackend) Delete(ctx context.Context, id string) error {
 		}
 	}
 	// Before the record, so that a retry after a kill still finds them.
+	if err := b.removeImageTemps(r); err != nil {
+		return err
+	}
 	if err := b.removeRecordTemps(id); err != nil {
 		return err
 	}

@@ -222,6 +222,47 @@ func (b *LoopBackend) removeRecordTemps(id string) error {
 	return nil
 }
 
+// imageTempPrefix starts the names newUnlinkedFile gives a new image
+// where the filesystem has no O_TMPFILE.
+func imageTempPrefix(id string) string { return id + ".img.tmp-" }
+
+// removeImageTemps removes the temporary image a kill left behind on a
+// filesystem without O_TMPFILE: a file <id>.img.tmp-* with the identity
+// that r records (the record is written before the image gets its name).
+// Files with any other identity are left alone. The caller holds b.mu.
+func (b *LoopBackend) removeImageTemps(r loopRecord) error {
+	if r.Image == nil {
+		return nil
+	}
+	ents, err := os.ReadDir(b.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), imageTempPrefix(r.ID)) {
+			continue
+		}
+		p := filepath.Join(b.dir, e.Name())
+		f, err := openNoFollow(p, os.O_RDONLY)
+		if err != nil {
+			continue
+		}
+		fi, err := f.Stat()
+		own := err == nil && fi.Mode().IsRegular()
+		if own {
+			ident, err := identityOf(f)
+			own = err == nil && ident.same(*r.Image)
+		}
+		f.Close()
+		if own {
+			if err := removeIfExists(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // imageState is what is at a volume's image path.
 type imageState int
 
