@@ -59,6 +59,13 @@ if { [ "$FS" = raw ] && grep -q 'whole=0 ' /tmp/check.out && grep -q 'torn=0 ' /
 		echo 100 >/proc/sys/vm/dirty_writeback_centisecs
 		echo 300 >/proc/sys/vm/dirty_expire_centisecs
 		mkdir -p /tmp/stats
+		if [ "$FS" != ext4 ]; then
+			# XFS makes an atomic write durable with the log write that
+			# carries its remap: force the log every second (syncfs), so
+			# that atomic writes are on the disk when the reset comes,
+			# not all rolled back to the preallocated zeros.
+			(while :; do sync -f "$TARGET"; sleep 1; done) &
+		fi
 		# A group writer that stops (a group refused, EOPNOTSUPP without
 		# the shim) says so; the host fails the model on that line.
 		(LD_PRELOAD=$SHIM UNTORN_MODE=strict UNTORN_STATS_DIR=/tmp/stats \
