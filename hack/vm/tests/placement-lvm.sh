@@ -6,13 +6,15 @@
 # would put an LV there; a 64 KiB-unit class must land on the 64 KiB disk.
 . "$(dirname "$0")/lib.sh"
 need untorn-csi vmtool lvm
-BIG=$(readlink -f /dev/atomic0) SMALL=$(readlink -f /dev/atomic1)
+# LVM reports the PVs by the paths they were created with.
+BIG=/dev/atomic0 SMALL=/dev/atomic1
 VG=untorn SOCK=/run/untorn/csi.sock
 mkdir -p /run/untorn /var/lib/untorn
 
 section "disks"
-expect_eq "${BIG##*/} atomic limits (min max max_bytes boundary)" "4096 65536 65536 0" "$(qlimits "${BIG##*/}")"
-expect_eq "${SMALL##*/} atomic limits (min max max_bytes boundary)" "4096 16384 16384 0" "$(qlimits "${SMALL##*/}")"
+big=$(readlink -f "$BIG") small=$(readlink -f "$SMALL")
+expect_eq "$BIG (${big##*/}) atomic limits (min max max_bytes boundary)" "4096 65536 65536 0" "$(qlimits "${big##*/}")"
+expect_eq "$SMALL (${small##*/}) atomic limits (min max max_bytes boundary)" "4096 16384 16384 0" "$(qlimits "${small##*/}")"
 
 section "volume group over both, the 16 KiB disk first"
 lvm pvcreate -q -y "$SMALL" "$BIG" >/dev/null
