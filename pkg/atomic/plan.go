@@ -194,7 +194,16 @@ func unwrapLimit(err error) error {
 }
 
 func checkUnit(req PlanRequest) error {
-	u := req.Unit
+	if err := CheckUnit(req.FSType, req.Unit); err != nil {
+		return err
+	}
+	return CheckCluster(req.FSType, req.Unit, req.Cluster)
+}
+
+// CheckUnit checks an atomic write unit for fs: a power of two, at least
+// the block size, for xfs at most XFSMaxUnit. The planner and the driver's
+// StorageClass validation both use it, so the rules have one home.
+func CheckUnit(fs FSType, u uint64) error {
 	switch {
 	case u == 0:
 		return fmt.Errorf("%w: atomic write unit is required (e.g. 16Ki)", ErrUnitTooSmall)
@@ -204,23 +213,30 @@ func checkUnit(req PlanRequest) error {
 	case u < BlockSize:
 		return fmt.Errorf("%w: atomic write unit %s is below the filesystem block size 4Ki; use 4Ki or more",
 			ErrUnitTooSmall, FormatSize(u))
-	case req.FSType == FSXFS && u > XFSMaxUnit:
+	case fs == FSXFS && u > XFSMaxUnit:
 		return fmt.Errorf("%w: atomic write unit %s is above %s, the most untorn asks of xfs",
 			ErrUnitTooLarge, FormatSize(u), FormatSize(XFSMaxUnit))
 	}
-	if req.Cluster == 0 {
+	return nil
+}
+
+// CheckCluster checks an ext4 bigalloc cluster override (0: none, the
+// planner chooses) against the unit u: ext4 only, a power of two, at least
+// the unit.
+func CheckCluster(fs FSType, u, cluster uint64) error {
+	if cluster == 0 {
 		return nil
 	}
-	if req.FSType != FSExt4 {
-		return fmt.Errorf("%w: a cluster size applies to ext4 bigalloc only, not %s", ErrClusterOutOfRange, req.FSType)
+	if fs != FSExt4 {
+		return fmt.Errorf("%w: a cluster size applies to ext4 bigalloc only, not %s", ErrClusterOutOfRange, fs)
 	}
-	if !isPowerOfTwo(req.Cluster) {
-		return fmt.Errorf("%w: cluster size %d; use a power of two such as %s", ErrNotPowerOfTwo, req.Cluster,
-			FormatSize(max(BlockSize, floorPowerOfTwo(req.Cluster))))
+	if !isPowerOfTwo(cluster) {
+		return fmt.Errorf("%w: cluster size %d; use a power of two such as %s", ErrNotPowerOfTwo, cluster,
+			FormatSize(max(BlockSize, floorPowerOfTwo(cluster))))
 	}
-	if req.Cluster < u {
+	if cluster < u {
 		return fmt.Errorf("%w: cluster size %s is below the atomic write unit %s; the cluster must be at least the unit",
-			ErrClusterOutOfRange, FormatSize(req.Cluster), FormatSize(u))
+			ErrClusterOutOfRange, FormatSize(cluster), FormatSize(u))
 	}
 	return nil
 }

@@ -45,9 +45,6 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if name == "" {
 		return nil, fmt.Errorf("%w: name is required", ErrInvalidArgument)
 	}
-	if err := checkCapabilities(req.GetVolumeCapabilities(), ""); err != nil {
-		return nil, err
-	}
 	if req.GetVolumeContentSource() != nil {
 		return nil, fmt.Errorf("%w: volume content sources (snapshots, clones) are not supported", ErrInvalidArgument)
 	}
@@ -63,15 +60,14 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 			}
 		}
 	}
-	volCtx, err := ValidateCreateParameters(params)
+	spec, err := parseSpec(params)
 	if err != nil {
 		return nil, err
 	}
-	spec, err := parseVolumeContext(volCtx)
-	if err != nil {
+	if err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
 		return nil, err
 	}
-	if err := checkCapabilities(req.GetVolumeCapabilities(), string(spec.FSType)); err != nil {
+	if err := spec.checkFSType(req.GetVolumeCapabilities()...); err != nil {
 		return nil, err
 	}
 	if err := d.checkTopology(req.GetAccessibilityRequirements()); err != nil {
@@ -89,14 +85,12 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	}
 	defer release()
 
-	meta := map[string]string{metaName: name, metaFormatState: formatBlank}
-	for k, v := range volCtx {
-		meta[k] = v
-	}
+	meta := spec.context()
+	meta[metaName], meta[metaFormatState] = name, formatBlank
 	vol, err := d.backend.Get(ctx, id)
 	switch {
 	case err == nil:
-		if err := compatible(vol, name, volCtx, req.GetCapacityRange()); err != nil {
+		if err := compatible(vol, name, spec, req.GetCapacityRange()); err != nil {
 			return nil, err
 		}
 		klog.V(4).InfoS("volume exists", "volumeID", id, "name", name)
@@ -105,11 +99,11 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		if err != nil {
 			return nil, fmt.Errorf("create volume %q (%d bytes): %w", name, size, err)
 		}
-		if err := compatible(vol, name, volCtx, req.GetCapacityRange()); err != nil {
+		if err := compatible(vol, name, spec, req.GetCapacityRange()); err != nil {
 			return nil, err
 		}
 		klog.InfoS("created volume", "volumeID", id, "name", name, "sizeBytes", vol.SizeBytes,
-			"fsType", volCtx[ParamFSType], "atomicWriteUnit", volCtx[ParamAtomicWriteUnit], "atomicPolicy", volCtx[ParamAtomicPolicy])
+			"fsType", spec.FSType, "atomicWriteUnit", spec.Unit, "atomicPolicy", spec.Policy)
 	default:
 		return nil, err
 	}
@@ -117,10 +111,11 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 }
 
 // compatible decides whether an existing volume answers a repeated request.
-func compatible(vol BackendVolume, name string, volCtx map[string]string, cr *csi.CapacityRange) error {
+func compatible(vol BackendVolume, name string, spec volumeSpec, cr *csi.CapacityRange) error {
 	if vol.Meta[metaName] != name {
 		return fmt.Errorf("%w: volume %s belongs to name %q", ErrAlreadyExists, vol.ID, vol.Meta[metaName])
 	}
+	volCtx := spec.context()
 	for _, k := range volumeParams {
 		if vol.Meta[k] != volCtx[k] {
 			return fmt.Errorf("%w: volume %q exists with %s=%q, requested %q", ErrAlreadyExists, name, k, vol.Meta[k], volCtx[k])
@@ -344,15 +339,22 @@ func (d *Driver) validateVolumeCapabilities(ctx context.Context, req *csi.Valida
 	if err != nil {
 		return nil, err
 	}
-	if err := checkCapabilities(caps, vol.Meta[ParamFSType]); err != nil {
+	spec, err := specOf(vol.Meta)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: stored class: %w", id, err)
+	}
+	if err := checkCapabilities(caps); err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+	}
+	if err := spec.checkFSType(caps...); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 	}
 	if len(req.GetParameters()) > 0 {
-		volCtx, err := ValidateCreateParameters(req.GetParameters())
+		asked, err := parseSpec(req.GetParameters())
 		if err != nil {
 			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 		}
-		if err := compatible(vol, vol.Meta[metaName], volCtx, nil); err != nil {
+		if err := compatible(vol, vol.Meta[metaName], asked, nil); err != nil {
 			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 		}
 	}
@@ -361,30 +363,6 @@ func (d *Driver) validateVolumeCapabilities(ctx context.Context, req *csi.Valida
 		VolumeCapabilities: caps,
 		Parameters:         req.GetParameters(),
 	}}, nil
-}
-
-// getVolume looks a volume up by an ID from a request; IDs this driver
-// never hands out are NotFound without touching the backend.
-func (d *Driver) getVolume(ctx context.Context, id string) (BackendVolume, error) {
-	if !validVolumeID(id) {
-		return BackendVolume{}, fmt.Errorf("%w: %q is not a volume ID of this driver", ErrVolumeNotFound, id)
-	}
-	return d.backend.Get(ctx, id)
-}
-
-// lockVolume takes the volume's in-flight lock and looks the volume up
-// under it; on success the caller runs release when done.
-func (d *Driver) lockVolume(ctx context.Context, id string) (BackendVolume, func(), error) {
-	release, err := d.inflight.acquire(id)
-	if err != nil {
-		return BackendVolume{}, nil, err
-	}
-	vol, err := d.getVolume(ctx, id)
-	if err != nil {
-		release()
-		return BackendVolume{}, nil, err
-	}
-	return vol, release, nil
 }
 
 func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
@@ -400,11 +378,7 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 		}
 		return &csi.GetCapacityResponse{AvailableCapacity: avail}, nil
 	}
-	volCtx, err := ValidateCreateParameters(req.GetParameters())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	spec, err := parseVolumeContext(volCtx)
+	spec, err := parseSpec(req.GetParameters())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -474,7 +448,7 @@ func (d *Driver) controllerExpand(ctx context.Context, req *csi.ControllerExpand
 		return nil, fmt.Errorf("%w: capacity_range is required", ErrInvalidArgument)
 	}
 	if c := req.GetVolumeCapability(); c != nil {
-		if err := checkCapability(c, ""); err != nil {
+		if err := checkCapability(c); err != nil {
 			return nil, err
 		}
 	}
@@ -494,16 +468,12 @@ func (d *Driver) controllerExpand(ctx context.Context, req *csi.ControllerExpand
 		return nil, err
 	}
 	defer release()
-	spec, err := parseVolumeContext(vol.Meta)
-	if err != nil {
-		return nil, err
-	}
-	size, err := d.volumeSize(req.GetCapacityRange(), spec)
+	size, err := d.volumeSize(req.GetCapacityRange(), vol.spec)
 	if err != nil {
 		return nil, err
 	}
 	if size > vol.SizeBytes {
-		if vol, err = d.expandPlaced(ctx, vol, size, spec); err != nil {
+		if vol.BackendVolume, err = d.expandPlaced(ctx, vol.BackendVolume, size, vol.spec); err != nil {
 			return nil, fmt.Errorf("expand volume %s to %d bytes: %w", id, size, err)
 		}
 		if vol.SizeBytes < size {

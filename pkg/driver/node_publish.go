@@ -28,7 +28,7 @@ func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequ
 	if err := checkPath("target_path", req.GetTargetPath()); err != nil {
 		return err
 	}
-	if err := checkCapability(vc, ""); err != nil {
+	if err := checkCapability(vc); err != nil {
 		return err
 	}
 	kind := pathDir
@@ -51,7 +51,7 @@ func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequ
 		return err
 	}
 	defer release()
-	if err := checkCapability(vc, vol.Meta[ParamFSType]); err != nil {
+	if err := vol.spec.checkFSType(vc); err != nil {
 		return err
 	}
 	st, ok, err := d.state.get(id)

@@ -13,6 +13,11 @@ import (
 	untorn "github.com/untorn/untorn/pkg/atomic"
 )
 
+// Staging: check the request, lock and look the volume up, attach and
+// probe its device, then stage it as a raw block device (stageBlock) or as
+// a filesystem (stageFilesystem: plan, format and mount, verify), and
+// record what was verified (record).
+
 // Metadata keys for the verified limits stored with a volume.
 const (
 	metaVerifiedAtomic   = "verifiedAtomic"
@@ -31,156 +36,232 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	return &csi.NodeStageVolumeResponse{}, nil
 }
 
-func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest) error {
-	id, vc := req.GetVolumeId(), req.GetVolumeCapability()
-	if id == "" {
-		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+// stageRequest is a checked NodeStageVolume request.
+type stageRequest struct {
+	id, staging string
+	cap         *csi.VolumeCapability
+	block       bool
+	readOnly    bool
+}
+
+func (d *Driver) checkStageRequest(req *csi.NodeStageVolumeRequest) (stageRequest, error) {
+	r := stageRequest{id: req.GetVolumeId(), cap: req.GetVolumeCapability()}
+	if r.id == "" {
+		return r, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
 	}
-	if err := checkCapability(vc, ""); err != nil {
-		return err
+	if err := checkCapability(r.cap); err != nil {
+		return r, err
 	}
+	r.block = r.cap.GetBlock() != nil
+	r.readOnly = r.cap.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
 	kind := pathDir
-	if vc.GetBlock() != nil {
+	if r.block {
 		kind = pathAny // nothing is created or mounted at a block volume's staging path
 	}
-	staging, err := d.nodePath("staging_target_path", req.GetStagingTargetPath(), kind)
+	var err error
+	r.staging, err = d.nodePath("staging_target_path", req.GetStagingTargetPath(), kind)
+	return r, err
+}
+
+func (d *Driver) nodeStage(ctx context.Context, req *csi.NodeStageVolumeRequest) error {
+	r, err := d.checkStageRequest(req)
 	if err != nil {
 		return err
 	}
-	vol, release, err := d.lockVolume(ctx, id)
+	vol, release, err := d.lockVolume(ctx, r.id)
 	if err != nil {
 		return err
 	}
 	defer release()
-	spec, err := parseVolumeContext(vol.Meta)
-	if err != nil {
+	if err := vol.spec.checkFSType(r.cap); err != nil {
 		return err
 	}
-	if err := checkCapability(vc, string(spec.FSType)); err != nil {
-		return err
-	}
-	if err := d.claimedByOther(id, "staging_target_path", staging); err != nil {
-		return err
-	}
-	prev, hadPrev, err := d.state.get(id)
-	if err != nil {
+	if err := d.claimedByOther(r.id, "staging_target_path", r.staging); err != nil {
 		return err
 	}
 	tm := newPhases()
-	defer tm.log(id)
-	dev, err := d.backend.Attach(ctx, id)
+	defer tm.log(r.id)
+	st, recorded, err := d.attachAndProbe(ctx, vol, r, tm)
 	if err != nil {
-		return fmt.Errorf("attach volume %s: %w", id, err)
+		return err
+	}
+	if r.block {
+		return d.stageBlock(ctx, vol, st)
+	}
+	return d.stageFilesystem(ctx, vol, r, st, recorded, tm)
+}
+
+// attachAndProbe attaches the volume's device, refuses a volume still
+// staged at another path and probes the device: the start of the staging
+// record. recorded says the node's record already has the volume staged
+// at this path.
+func (d *Driver) attachAndProbe(ctx context.Context, vol volume, r stageRequest, tm *phases) (stagedVolume, bool, error) {
+	prev, hadPrev, err := d.state.get(vol.ID)
+	if err != nil {
+		return stagedVolume{}, false, err
+	}
+	dev, err := d.backend.Attach(ctx, vol.ID)
+	if err != nil {
+		return stagedVolume{}, false, fmt.Errorf("attach volume %s: %w", vol.ID, err)
 	}
 	tm.mark("attach")
-	if err := d.stagedElsewhere(prev, hadPrev, staging, dev); err != nil {
-		return err
+	if err := d.stagedElsewhere(prev, hadPrev, r.staging, dev); err != nil {
+		return stagedVolume{}, false, err
 	}
 	limits, err := d.atomic.Probe(dev)
 	if err != nil {
-		return fmt.Errorf("probe %s: %w", dev, err)
+		return stagedVolume{}, false, fmt.Errorf("probe %s: %w", dev, err)
 	}
-	st := stagedVolume{VolumeID: id, StagingPath: staging, Device: dev, Policy: string(spec.Policy), Unit: spec.Unit, Limits: limits}
-	if hadPrev && prev.StagingPath == staging {
+	st := stagedVolume{VolumeID: vol.ID, StagingPath: r.staging, Device: dev, Policy: string(vol.spec.Policy), Unit: vol.spec.Unit, Limits: limits}
+	recorded := hadPrev && prev.StagingPath == r.staging
+	if recorded {
 		st.Targets = prev.Targets
 	}
+	return st, recorded, nil
+}
 
-	if vc.GetBlock() != nil {
-		// Raw block: nothing to format or mount; record what the device offers.
-		st.Block = true
-		st.Hardware = limits.HardwareAtomic() && limits.UnitMin <= spec.Unit && spec.Unit <= limits.UnitMax
-		st.Verified = untorn.Verification{Atomic: st.Hardware, UnitMin: uint32(limits.UnitMin), UnitMax: uint32(limits.UnitMax), Unit: spec.Unit}
-		if !st.Hardware {
-			st.Verified.Reason = fmt.Sprintf("device %s offers no hardware atomic writes of %d bytes (unit min %d, max %d)",
-				dev, spec.Unit, limits.UnitMin, limits.UnitMax)
-			if spec.Policy == untorn.PolicyRequire {
-				return fmt.Errorf("%w: %s", ErrAtomicUnavailable, st.Verified.Reason)
-			}
+// stageBlock stages a raw block volume: nothing to format or mount; the
+// record says whether the device gives the unit's atomic writes itself.
+func (d *Driver) stageBlock(ctx context.Context, vol volume, st stagedVolume) error {
+	spec, l := vol.spec, st.Limits
+	st.Block = true
+	st.Hardware = l.HardwareAtomic() && l.UnitMin <= spec.Unit && spec.Unit <= l.UnitMax
+	st.Verified = untorn.Verification{Atomic: st.Hardware, UnitMin: uint32(l.UnitMin), UnitMax: uint32(l.UnitMax), Unit: spec.Unit}
+	if !st.Hardware {
+		st.Verified.Reason = fmt.Sprintf("device %s offers no hardware atomic writes of %d bytes (unit min %d, max %d)",
+			st.Device, spec.Unit, l.UnitMin, l.UnitMax)
+		if spec.Policy == untorn.PolicyRequire {
+			return fmt.Errorf("%w: %s", ErrAtomicUnavailable, st.Verified.Reason)
 		}
-		if vol.Meta[metaFormatState] == formatBlank {
-			// From now on the device may hold the pod's data.
-			if err := d.backend.SetMeta(ctx, id, map[string]string{metaFormatState: formatRaw}); err != nil {
-				return fmt.Errorf("record format state of volume %s: %w", id, err)
-			}
-		}
-		return d.record(ctx, st)
 	}
+	if vol.Meta[metaFormatState] == formatBlank {
+		// From now on the device may hold the pod's data.
+		if err := d.backend.SetMeta(ctx, vol.ID, map[string]string{metaFormatState: formatRaw}); err != nil {
+			return fmt.Errorf("record format state of volume %s: %w", vol.ID, err)
+		}
+	}
+	return d.record(ctx, vol, st)
+}
 
-	if err := mkdirNoFollow("staging_target_path", staging); err != nil {
-		return err
-	}
-	mp, err := d.mountAt(staging)
+// stageFilesystem stages a mount volume: plan, format (a blank volume
+// only) and mount, verify, record. A volume already mounted there from its
+// device and recorded is staged; one mounted but not recorded (the node's
+// record was lost) is verified and recorded again.
+func (d *Driver) stageFilesystem(ctx context.Context, vol volume, r stageRequest, st stagedVolume, recorded bool, tm *phases) error {
+	mounted, err := d.stagingMounted(vol.ID, r.staging, st.Device)
 	if err != nil {
 		return err
 	}
-	mounted := mp != nil
-	if mounted {
-		if !fromSource(mp, dev) {
-			return fmt.Errorf("%w: %s already holds %s, not volume %s (%s)", ErrAlreadyExists, staging, mp.Device, id, dev)
-		}
-		if hadPrev && prev.StagingPath == staging {
-			klog.V(4).InfoS("volume already staged", "volumeID", id, "stagingPath", staging)
-			return nil
-		}
-		// Mounted but not recorded (state lost): verify and record below.
-	} else if others, err := d.mountsOf(dev); err != nil {
-		return err
-	} else if len(others) > 0 {
-		return fmt.Errorf("%w: device %s of volume %s is already mounted at %v; unstage it there first", ErrVolumeInUse, dev, id, others)
+	if mounted && recorded {
+		klog.V(4).InfoS("volume already staged", "volumeID", vol.ID, "stagingPath", r.staging)
+		return nil
 	}
-
-	plan, err := d.atomic.Plan(limits, spec.planRequest(), dev)
+	plan, err := d.planStage(vol, st)
 	if err != nil {
-		if errors.Is(err, untorn.ErrInvalidFSType) || errors.Is(err, untorn.ErrInvalidPolicy) {
-			return err
-		}
-		// Nothing has been formatted or mounted.
-		return fmt.Errorf("%w: volume %s on %s: %w", ErrAtomicUnavailable, id, dev, err)
+		return err
 	}
-	st.FSType, st.Plan = string(spec.FSType), &plan
-	readOnly := vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
+	st.FSType, st.Plan = string(vol.spec.FSType), &plan
+	tm.mark("plan")
 	if !mounted {
-		opts := append(append([]string{}, plan.MountOptions...), vc.GetMount().GetMountFlags()...)
-		if readOnly {
-			opts = append(opts, "ro")
-		}
-		tm.mark("plan")
-		if err := d.prepareAndMount(ctx, vol, dev, staging, spec.FSType, plan.FormatOptions, opts, readOnly); err != nil {
-			return fmt.Errorf("stage volume %s (%s) at %s: %w", id, dev, staging, err)
+		if err := d.formatAndMount(ctx, vol, r, st.Device, plan); err != nil {
+			return err
 		}
 		tm.mark("formatAndMount")
 	}
-
-	if !readOnly {
-		d.cowHint(id, staging, plan)
+	v, err := d.verifyStaged(vol, r, plan)
+	tm.mark("verify")
+	if err != nil {
+		return err
 	}
-	if readOnly {
-		st.Verified = untorn.Verification{Unit: spec.Unit, Reason: "mounted read-only: no write verification"}
-	} else {
-		v, err := d.atomic.Verify(staging, spec.Unit)
-		tm.mark("verify")
-		if err == nil && !v.Atomic && spec.Policy == untorn.PolicyRequire {
-			err = fmt.Errorf("%w: %s at %s does not give atomic writes of %d bytes: %s", ErrAtomicUnavailable, spec.FSType, staging, spec.Unit, v.Reason)
-			if v.Cause != nil {
-				err = fmt.Errorf("%w (%w)", err, v.Cause)
-			}
-		}
-		if err == nil && v.Atomic && !v.Hardware && spec.Source == untorn.SourceHardware && spec.Policy == untorn.PolicyRequire {
-			err = fmt.Errorf("%w: %s at %s gives atomic writes of %d bytes only in software, and the volume asks for %s %s",
-				ErrAtomicUnavailable, spec.FSType, staging, spec.Unit, ParamAtomicSource, untorn.SourceHardware)
-		}
-		if err != nil {
-			d.metrics.VerificationFailed(id)
-			if uerr := d.mounter.Unmount(staging); uerr != nil {
-				klog.ErrorS(uerr, "unmount after failed verification", "volumeID", id, "stagingPath", staging)
-			}
-			return fmt.Errorf("verify volume %s: %w", id, err)
-		}
-		st.Verified = v
-		st.Hardware = v.Atomic && v.Hardware
-	}
+	st.Verified, st.Hardware = v, v.Atomic && v.Hardware
 	defer tm.mark("record")
-	return d.record(ctx, st)
+	return d.record(ctx, vol, st)
+}
+
+// stagingMounted makes the staging directory and says whether it holds
+// the volume's device already; a mount of anything else there, or the
+// device mounted elsewhere, is refused.
+func (d *Driver) stagingMounted(id, staging, dev string) (bool, error) {
+	if err := mkdirNoFollow("staging_target_path", staging); err != nil {
+		return false, err
+	}
+	mp, err := d.mountAt(staging)
+	if err != nil {
+		return false, err
+	}
+	if mp != nil {
+		if !fromSource(mp, dev) {
+			return false, fmt.Errorf("%w: %s already holds %s, not volume %s (%s)", ErrAlreadyExists, staging, mp.Device, id, dev)
+		}
+		return true, nil
+	}
+	others, err := d.mountsOf(dev)
+	if err != nil {
+		return false, err
+	}
+	if len(others) > 0 {
+		return false, fmt.Errorf("%w: device %s of volume %s is already mounted at %v; unstage it there first", ErrVolumeInUse, dev, id, others)
+	}
+	return false, nil
+}
+
+// planStage asks the planner for the volume's format and mount options on
+// the probed device; a device that cannot give what the class requires is
+// refused before anything is formatted or mounted.
+func (d *Driver) planStage(vol volume, st stagedVolume) (untorn.Plan, error) {
+	plan, err := d.atomic.Plan(st.Limits, vol.spec.planRequest(), st.Device)
+	if err != nil {
+		if errors.Is(err, untorn.ErrInvalidFSType) || errors.Is(err, untorn.ErrInvalidPolicy) {
+			return untorn.Plan{}, err
+		}
+		return untorn.Plan{}, fmt.Errorf("%w: volume %s on %s: %w", ErrAtomicUnavailable, vol.ID, st.Device, err)
+	}
+	return plan, nil
+}
+
+// formatAndMount formats a blank volume with the plan's options and mounts
+// it at the staging path with the plan's and the capability's options.
+func (d *Driver) formatAndMount(ctx context.Context, vol volume, r stageRequest, dev string, plan untorn.Plan) error {
+	opts := append(append([]string{}, plan.MountOptions...), r.cap.GetMount().GetMountFlags()...)
+	if r.readOnly {
+		opts = append(opts, "ro")
+	}
+	if err := d.prepareAndMount(ctx, vol.BackendVolume, dev, r.staging, vol.spec.FSType, plan.FormatOptions, opts, r.readOnly); err != nil {
+		return fmt.Errorf("stage volume %s (%s) at %s: %w", vol.ID, dev, r.staging, err)
+	}
+	return nil
+}
+
+// verifyStaged checks that the mounted filesystem gives the class's atomic
+// writes (with policy require, and in hardware with atomicSource
+// hardware); on failure it unmounts the staging path. A read-only volume
+// is not written to, so not verified.
+func (d *Driver) verifyStaged(vol volume, r stageRequest, plan untorn.Plan) (untorn.Verification, error) {
+	spec := vol.spec
+	if r.readOnly {
+		return untorn.Verification{Unit: spec.Unit, Reason: "mounted read-only: no write verification"}, nil
+	}
+	d.cowHint(vol.ID, r.staging, plan)
+	v, err := d.atomic.Verify(r.staging, spec.Unit)
+	require := spec.Policy == untorn.PolicyRequire
+	if err == nil && !v.Atomic && require {
+		err = fmt.Errorf("%w: %s at %s does not give atomic writes of %d bytes: %s", ErrAtomicUnavailable, spec.FSType, r.staging, spec.Unit, v.Reason)
+		if v.Cause != nil {
+			err = fmt.Errorf("%w (%w)", err, v.Cause)
+		}
+	}
+	if err == nil && v.Atomic && !v.Hardware && spec.Source == untorn.SourceHardware && require {
+		err = fmt.Errorf("%w: %s at %s gives atomic writes of %d bytes only in software, and the volume asks for %s %s",
+			ErrAtomicUnavailable, spec.FSType, r.staging, spec.Unit, ParamAtomicSource, untorn.SourceHardware)
+	}
+	if err != nil {
+		d.metrics.VerificationFailed(vol.ID)
+		if uerr := d.mounter.Unmount(r.staging); uerr != nil {
+			klog.ErrorS(uerr, "unmount after failed verification", "volumeID", vol.ID, "stagingPath", r.staging)
+		}
+		return untorn.Verification{}, fmt.Errorf("verify volume %s: %w", vol.ID, err)
+	}
+	return v, nil
 }
 
 // stagedElsewhere refuses to stage a volume at a second path while it is
@@ -203,14 +284,19 @@ func (d *Driver) stagedElsewhere(prev stagedVolume, had bool, staging, dev strin
 		ErrVolumeInUse, prev.VolumeID, prev.StagingPath, staging)
 }
 
-// record stores the verified limits with the volume (backend metadata and
-// the node state) and publishes them as metrics.
-func (d *Driver) record(ctx context.Context, st stagedVolume) error {
+// record keeps what staging verified in two places, each read where the
+// other is not: the node's state file (what publish, stats, health and
+// unstage act on; it is lost with the node's state directory) and the
+// volume's backend metadata (what ListVolumes and the controller's volume
+// health report, across plugin restarts and node state loss). Writing the
+// metadata costs an lvchange on LVM, so it is written only when a value
+// changed: restaging a volume with the same result writes nothing there.
+func (d *Driver) record(ctx context.Context, vol volume, st stagedVolume) error {
 	if err := d.state.put(st); err != nil {
 		return fmt.Errorf("record staged volume: %w", err)
 	}
 	v := st.Verified
-	if err := d.backend.SetMeta(ctx, st.VolumeID, map[string]string{
+	if err := d.setMetaChanged(ctx, vol.BackendVolume, map[string]string{
 		metaVerifiedAtomic:   strconv.FormatBool(v.Atomic),
 		metaVerifiedUnitMin:  strconv.FormatUint(uint64(v.UnitMin), 10),
 		metaVerifiedUnitMax:  strconv.FormatUint(uint64(v.UnitMax), 10),
@@ -225,86 +311,19 @@ func (d *Driver) record(ctx context.Context, st stagedVolume) error {
 	return nil
 }
 
-func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
-	if err := d.nodeUnstage(ctx, req); err != nil {
-		return nil, toStatus(err)
+// setMetaChanged stores the keys of meta whose values differ from what
+// vol holds (an empty value removes a key); nothing when none differ.
+func (d *Driver) setMetaChanged(ctx context.Context, vol BackendVolume, meta map[string]string) error {
+	changed := map[string]string{}
+	for k, v := range meta {
+		if vol.Meta[k] != v {
+			changed[k] = v
+		}
 	}
-	return &csi.NodeUnstageVolumeResponse{}, nil
-}
-
-func (d *Driver) nodeUnstage(ctx context.Context, req *csi.NodeUnstageVolumeRequest) error {
-	id := req.GetVolumeId()
-	if id == "" {
-		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
-	}
-	staging, err := d.nodePath("staging_target_path", req.GetStagingTargetPath(), pathAny)
-	if err != nil {
-		return err
-	}
-	if !validVolumeID(id) {
-		return fmt.Errorf("%w: %q is not a volume ID of this driver", ErrVolumeNotFound, id)
-	}
-	release, err := d.inflight.acquire(id)
-	if err != nil {
-		return err
-	}
-	defer release()
-	st, staged, err := d.state.get(id)
-	if err != nil {
-		return err
-	}
-	if err := d.unmountOwn(id, "staging_target_path", staging, func() (string, error) { return d.volumeDevice(ctx, id, st, staged) }); err != nil {
-		return err
-	}
-	if staged && st.StagingPath != staging {
-		// The volume is staged elsewhere: this path held nothing of it.
-		klog.V(4).InfoS("unstage of a path the volume is not staged at", "volumeID", id, "stagingPath", staging, "recorded", st.StagingPath)
+	if len(changed) == 0 {
 		return nil
 	}
-	if err := d.state.remove(id); err != nil {
-		return err
-	}
-	d.metrics.DeleteVolume(id)
-	klog.InfoS("unstaged volume", "volumeID", id, "stagingPath", staging)
-	return nil
-}
-
-// volumeDevice is the device of a volume: the one recorded at staging, else
-// the one the backend has attached ("" when none).
-func (d *Driver) volumeDevice(ctx context.Context, id string, st stagedVolume, staged bool) (string, error) {
-	if staged && st.Device != "" {
-		return st.Device, nil
-	}
-	vol, err := d.backend.Get(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	return vol.Device, nil
-}
-
-// unmountOwn unmounts p until it is no mount point, but only mounts whose
-// source is the volume's (source is asked for only when p is mounted); a
-// mount of anything else is refused and left alone. A missing p is fine.
-func (d *Driver) unmountOwn(id, field, p string, source func() (string, error)) error {
-	src := ""
-	for i := 0; i < 8; i++ {
-		mp, err := d.mountAt(p)
-		if err != nil || mp == nil {
-			return err
-		}
-		if src == "" {
-			if src, err = source(); err != nil {
-				return fmt.Errorf("%w: %s %s is mounted and volume %s cannot be looked up (%v); nothing unmounted", ErrVolumeInUse, field, p, id, err)
-			}
-		}
-		if !fromSource(mp, src) {
-			return fmt.Errorf("%w: %s %s holds %s, not volume %s; nothing unmounted", ErrVolumeInUse, field, p, mp.Device, id)
-		}
-		if err := d.mounter.Unmount(p); err != nil {
-			return fmt.Errorf("unmount %s: %w", p, err)
-		}
-	}
-	return fmt.Errorf("%s is still a mount point after repeated unmounts", p)
+	return d.backend.SetMeta(ctx, vol.ID, changed)
 }
 
 // phases times the steps of a call for V(4) logs.

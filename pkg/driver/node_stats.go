@@ -141,6 +141,10 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 	if err != nil {
 		return nil, err
 	}
+	spec, err := specOf(vol.Meta)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: stored class: %w", id, err)
+	}
 	health := &csi.VolumeHealth{VolumeId: id}
 	resp := &csi.NodeGetVolumeHealthResponse{VolumeHealth: health}
 	bad := func(t csi.VolumeHealthErrorType, reason, msg string) {
@@ -185,7 +189,7 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 	if err == nil && !v.Atomic {
 		err = errors.New(v.Reason)
 	}
-	if err == nil && !v.Hardware && vol.Meta[ParamAtomicSource] == string(untorn.SourceHardware) {
+	if err == nil && !v.Hardware && spec.Source == untorn.SourceHardware {
 		// A class that asks for hardware atomic writes (the LV grew onto a
 		// device without them, say) no longer gets them.
 		err = fmt.Errorf("they are done in software, and the volume asks for %s %s", ParamAtomicSource, untorn.SourceHardware)
@@ -194,7 +198,7 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 		d.metrics.VerificationFailed(id)
 		d.metrics.SetVolumeAtomic(id, uint64(v.UnitMin), uint64(v.UnitMax), false, st.Hardware)
 		klog.InfoS("atomic write verification failed", "volumeID", id, "stagingPath", staging, "err", err)
-		if merr := d.backend.SetMeta(ctx, id, map[string]string{metaVerifyFailed: "true"}); merr != nil {
+		if merr := d.setMetaChanged(ctx, vol, map[string]string{metaVerifyFailed: "true"}); merr != nil {
 			klog.ErrorS(merr, "record failed verification", "volumeID", id)
 		}
 		bad(csi.VolumeHealthErrorType_DEGRADED, healthAtomicNotVerified,
@@ -228,7 +232,7 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 		return nil, fmt.Errorf("%w: volume_path is required", ErrInvalidArgument)
 	}
 	if c := req.GetVolumeCapability(); c != nil {
-		if err := checkCapability(c, ""); err != nil {
+		if err := checkCapability(c); err != nil {
 			return nil, err
 		}
 	}
@@ -260,19 +264,15 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 			return nil, fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, c, id, st.StagingPath)
 		}
 	}
-	spec, err := parseVolumeContext(vol.Meta)
-	if err != nil {
-		return nil, err
-	}
 	size := vol.SizeBytes
 	if cr := req.GetCapacityRange(); cr != nil {
-		if size, err = d.volumeSize(cr, spec); err != nil {
+		if size, err = d.volumeSize(cr, vol.spec); err != nil {
 			return nil, err
 		}
 	}
 	// Grow the backend volume (a no-op when the controller already did)
 	// and make the device see its new size.
-	vol, err = d.expandPlaced(ctx, vol, max(size, vol.SizeBytes), spec)
+	vol.BackendVolume, err = d.expandPlaced(ctx, vol.BackendVolume, max(size, vol.SizeBytes), vol.spec)
 	if err != nil {
 		return nil, fmt.Errorf("expand volume %s: %w", id, err)
 	}

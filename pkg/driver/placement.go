@@ -185,15 +185,6 @@ func (d *Driver) place(ctx context.Context, spec volumeSpec) (placement, error) 
 	return p, nil
 }
 
-// describe names a class for messages: "ext4 volumes with 16Ki atomic writes".
-func (s volumeSpec) describe() string {
-	src := ""
-	if s.Source == untorn.SourceHardware {
-		src = " in hardware"
-	}
-	return fmt.Sprintf("%s volumes with %s atomic writes%s", s.FSType, untorn.FormatSize(s.Unit), src)
-}
-
 // capacityFor is the space this node can give to volumes of spec: under
 // atomicPolicy require only the devices on which the planner can give the
 // class its atomic writes count; under prefer every device does.

@@ -184,7 +184,7 @@ func TestPlacementAgrees(t *testing.T) {
 	for _, dv := range devs {
 		for _, c := range placementClasses() {
 			t.Run(dv.name+"/"+c.name, func(t *testing.T) {
-				spec, err := parseVolumeContext(c.params)
+				spec, err := specOf(c.params)
 				if err != nil {
 					t.Fatal(err)
 				}

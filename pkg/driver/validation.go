@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
-	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -15,185 +13,12 @@ import (
 	untorn "github.com/untorn/untorn/pkg/atomic"
 )
 
-// StorageClass parameters and volume context keys.
+// Inline ephemeral volumes (the shim).
 const (
-	ParamFSType          = "fsType"
-	ParamAtomicWriteUnit = "atomicWriteUnit"
-	ParamClusterSize     = "clusterSize"
-	ParamAtomicPolicy    = "atomicPolicy"
-	// ParamAtomicSource is where atomic writes may come from: "any" (the
-	// default; XFS falls back to software atomic writes) or "hardware".
-	ParamAtomicSource = "atomicSource"
-
-	// sidecarPrefix marks parameters the external sidecars add; they are
-	// accepted and not stored.
-	sidecarPrefix = "csi.storage.k8s.io/"
-
-	// Inline ephemeral volumes (the shim).
 	contextEphemeral = "csi.storage.k8s.io/ephemeral"
 	contextType      = "type"
 	typeShim         = "shim"
-
-	defaultFSType = untorn.FSExt4
-	defaultUnit   = 16 << 10
-	defaultPolicy = untorn.PolicyRequire
-
-	minUnit    = 4 << 10
-	maxUnit    = 1 << 20
-	minCluster = 4 << 10
-	maxCluster = 64 << 20
 )
-
-// ValidateCreateParameters checks StorageClass parameters and returns the
-// normalised volume context: fsType, atomicWriteUnit and clusterSize in
-// bytes, atomicPolicy, with defaults applied. Parameters under
-// csi.storage.k8s.io/ are accepted and dropped; any other unknown parameter
-// is an error. Every error wraps ErrInvalidParameter and names the parameter
-// and what it accepts.
-func ValidateCreateParameters(params map[string]string) (map[string]string, error) {
-	keys := make([]string, 0, len(params))
-	for k := range params {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		switch k {
-		case ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy, ParamAtomicSource:
-		default:
-			if !strings.HasPrefix(k, sidecarPrefix) {
-				return nil, fmt.Errorf("%w: unknown parameter %q; accepted: %s, %s, %s, %s, %s",
-					ErrInvalidParameter, k, ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy, ParamAtomicSource)
-			}
-		}
-	}
-
-	fsType := defaultFSType
-	if v, ok := params[ParamFSType]; ok {
-		t, err := untorn.ParseFSType(v)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s %q: %w; accepted: ext4, xfs", ErrInvalidParameter, ParamFSType, v, err)
-		}
-		fsType = t
-	}
-
-	unit := uint64(defaultUnit)
-	if v, ok := params[ParamAtomicWriteUnit]; ok {
-		u, err := parsePow2(v, minUnit, maxUnit)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s %q: %w; accepted: a power of two from 4Ki to 1Mi, e.g. 8Ki or 16Ki",
-				ErrInvalidParameter, ParamAtomicWriteUnit, v, err)
-		}
-		unit = u
-	}
-
-	var cluster uint64
-	if v, ok := params[ParamClusterSize]; ok {
-		if fsType != untorn.FSExt4 {
-			return nil, fmt.Errorf("%w: %s applies only to fsType ext4 (bigalloc), not %s",
-				ErrInvalidParameter, ParamClusterSize, fsType)
-		}
-		c, err := parsePow2(v, minCluster, maxCluster)
-		if err == nil && c < unit {
-			err = fmt.Errorf("%w: smaller than %s %d", untorn.ErrClusterOutOfRange, ParamAtomicWriteUnit, unit)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s %q: %w; accepted: a power of two from 4Ki to 64Mi, at least atomicWriteUnit",
-				ErrInvalidParameter, ParamClusterSize, v, err)
-		}
-		cluster = c
-	}
-
-	policy := defaultPolicy
-	if v, ok := params[ParamAtomicPolicy]; ok {
-		p, err := untorn.ParsePolicy(v)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s %q: %w; accepted: require, prefer", ErrInvalidParameter, ParamAtomicPolicy, v, err)
-		}
-		policy = p
-	}
-
-	source := untorn.SourceAny
-	if v, ok := params[ParamAtomicSource]; ok {
-		s, err := untorn.ParseSource(v)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s %q: %w; accepted: any, hardware", ErrInvalidParameter, ParamAtomicSource, v, err)
-		}
-		source = s
-	}
-
-	out := map[string]string{
-		ParamFSType:          string(fsType),
-		ParamAtomicWriteUnit: strconv.FormatUint(unit, 10),
-		ParamAtomicPolicy:    string(policy),
-	}
-	if cluster != 0 {
-		out[ParamClusterSize] = strconv.FormatUint(cluster, 10)
-	}
-	// "any" is the default and stays out of the context, so volumes made
-	// before the parameter existed compare equal to a repeated request.
-	if source == untorn.SourceHardware {
-		out[ParamAtomicSource] = string(source)
-	}
-	return out, nil
-}
-
-func parsePow2(v string, lo, hi uint64) (uint64, error) {
-	n, err := untorn.ParseSize(v)
-	if err != nil {
-		return 0, err
-	}
-	if n == 0 || n&(n-1) != 0 {
-		return 0, fmt.Errorf("%w: %d", untorn.ErrNotPowerOfTwo, n)
-	}
-	if n < lo || n > hi {
-		return 0, fmt.Errorf("%w: %d not in [%d, %d]", untorn.ErrClusterOutOfRange, n, lo, hi)
-	}
-	return n, nil
-}
-
-// volumeSpec is a volume context parsed back into typed values.
-type volumeSpec struct {
-	FSType  untorn.FSType
-	Unit    uint64
-	Cluster uint64
-	Policy  untorn.Policy
-	Source  untorn.Source // "" for the default, any
-}
-
-// volumeParams are the volume context keys ValidateCreateParameters
-// produces, stored with a volume and compared on a repeated request.
-var volumeParams = []string{ParamFSType, ParamAtomicWriteUnit, ParamClusterSize, ParamAtomicPolicy, ParamAtomicSource}
-
-// planRequest is what staging and placement ask the planner for.
-func (s volumeSpec) planRequest() untorn.PlanRequest {
-	return untorn.PlanRequest{FSType: s.FSType, Unit: s.Unit, Cluster: s.Cluster, Policy: s.Policy, Source: s.Source}
-}
-
-// parseVolumeContext reads a context produced by ValidateCreateParameters.
-func parseVolumeContext(ctx map[string]string) (volumeSpec, error) {
-	params := map[string]string{}
-	for _, k := range volumeParams {
-		if v, ok := ctx[k]; ok {
-			params[k] = v
-		}
-	}
-	norm, err := ValidateCreateParameters(params)
-	if err != nil {
-		return volumeSpec{}, err
-	}
-	unit, _ := strconv.ParseUint(norm[ParamAtomicWriteUnit], 10, 64)
-	cluster, _ := strconv.ParseUint(norm[ParamClusterSize], 10, 64)
-	spec := volumeSpec{
-		FSType:  untorn.FSType(norm[ParamFSType]),
-		Unit:    unit,
-		Cluster: cluster,
-		Policy:  untorn.Policy(norm[ParamAtomicPolicy]),
-	}
-	if norm[ParamAtomicSource] == string(untorn.SourceHardware) {
-		spec.Source = untorn.SourceHardware
-	}
-	return spec, nil
-}
 
 // Volume IDs are "uv-" and 32 lower-case hex digits derived from the
 // volume name, so a repeated CreateVolume lands on the same ID.
@@ -237,9 +62,10 @@ func supportedAccessMode(m csi.VolumeCapability_AccessMode_Mode) bool {
 	return false
 }
 
-// checkCapability validates one capability; fsType is the volume's
-// filesystem ("" when not known yet).
-func checkCapability(c *csi.VolumeCapability, fsType string) error {
+// checkCapability validates one capability on its own: access mode,
+// access type, a known fsType, single mount flags. Whether its fsType is
+// the volume's is volumeSpec.checkFSType's.
+func checkCapability(c *csi.VolumeCapability) error {
 	if c == nil {
 		return fmt.Errorf("%w: volume capability is empty", ErrInvalidArgument)
 	}
@@ -257,9 +83,6 @@ func checkCapability(c *csi.VolumeCapability, fsType string) error {
 		if fs != "" && fs != string(untorn.FSExt4) && fs != string(untorn.FSXFS) {
 			return fmt.Errorf("%w: capability fsType %q is not supported; accepted: ext4, xfs", ErrInvalidArgument, fs)
 		}
-		if fs != "" && fsType != "" && fs != fsType {
-			return fmt.Errorf("%w: capability fsType %q differs from the volume's fsType %q", ErrInvalidArgument, fs, fsType)
-		}
 		for _, f := range c.GetMount().GetMountFlags() {
 			if f == "" || strings.ContainsAny(f, ",\x00") {
 				return fmt.Errorf("%w: mount flag %q is not a single option", ErrInvalidArgument, f)
@@ -271,13 +94,24 @@ func checkCapability(c *csi.VolumeCapability, fsType string) error {
 	return nil
 }
 
-func checkCapabilities(caps []*csi.VolumeCapability, fsType string) error {
+func checkCapabilities(caps []*csi.VolumeCapability) error {
 	if len(caps) == 0 {
 		return fmt.Errorf("%w: volume capabilities are required", ErrInvalidArgument)
 	}
 	for _, c := range caps {
-		if err := checkCapability(c, fsType); err != nil {
+		if err := checkCapability(c); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// checkFSType refuses capabilities (already checked) whose fsType differs
+// from the volume's.
+func (s volumeSpec) checkFSType(caps ...*csi.VolumeCapability) error {
+	for _, c := range caps {
+		if fs := c.GetMount().GetFsType(); fs != "" && fs != string(s.FSType) {
+			return fmt.Errorf("%w: capability fsType %q differs from the volume's fsType %q", ErrInvalidArgument, fs, s.FSType)
 		}
 	}
 	return nil

@@ -12,7 +12,7 @@ import (
 )
 
 // FuzzValidateCreateParameters feeds arbitrary StorageClass parameters to
-// ValidateCreateParameters and parseVolumeContext. Invariants: no panic;
+// ValidateCreateParameters and specOf. Invariants: no panic;
 // every error wraps ErrInvalidParameter and maps to InvalidArgument; an
 // accepted set normalises to a context that validates again to itself and
 // parses back to the same values; an accepted unit (and cluster) is a power
@@ -53,8 +53,8 @@ func FuzzValidateCreateParameters(f *testing.F) {
 			if out != nil {
 				t.Fatalf("params %q: error %v with a context %q", params, err, out)
 			}
-			if _, perr := parseVolumeContext(params); perr == nil && !hasForeignKey(params) {
-				t.Fatalf("params %q: parseVolumeContext accepts what ValidateCreateParameters rejects (%v)", params, err)
+			if _, perr := specOf(params); perr == nil && !hasForeignKey(params) {
+				t.Fatalf("params %q: specOf accepts what ValidateCreateParameters rejects (%v)", params, err)
 			}
 			return
 		}
@@ -63,9 +63,9 @@ func FuzzValidateCreateParameters(f *testing.F) {
 		if err != nil || !reflect.DeepEqual(again, out) {
 			t.Fatalf("params %q: context %q validates to %q, %v", params, out, again, err)
 		}
-		spec, err := parseVolumeContext(out)
+		spec, err := specOf(out)
 		if err != nil {
-			t.Fatalf("params %q: parseVolumeContext(%q): %v", params, out, err)
+			t.Fatalf("params %q: specOf(%q): %v", params, out, err)
 		}
 		want := volumeSpec{FSType: untorn.FSType(out[ParamFSType]), Policy: untorn.Policy(out[ParamAtomicPolicy])}
 		want.Unit, _ = strconv.ParseUint(out[ParamAtomicWriteUnit], 10, 64)
@@ -74,13 +74,13 @@ func FuzzValidateCreateParameters(f *testing.F) {
 			t.Fatalf("params %q: parsed %+v, want %+v", params, spec, want)
 		}
 		// The raw parameters parse to the same spec (sidecar keys aside).
-		if raw, err := parseVolumeContext(params); err != nil || raw != spec {
-			t.Fatalf("params %q: parseVolumeContext = %+v, %v; want %+v", params, raw, err, spec)
+		if raw, err := specOf(params); err != nil || raw != spec {
+			t.Fatalf("params %q: specOf = %+v, %v; want %+v", params, raw, err, spec)
 		}
 	})
 }
 
-// hasForeignKey reports whether params hold a key parseVolumeContext does
+// hasForeignKey reports whether params hold a key specOf does
 // not read (it ignores them; ValidateCreateParameters rejects unknown ones).
 func hasForeignKey(params map[string]string) bool {
 	for k := range params {

@@ -1,0 +1,83 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Volume lookup and the per-volume lock, for the controller and the node.
+
+// inFlight is the set of volumes with an operation under way. A second call
+// on the same key is refused at once (Aborted) and the sidecar retries;
+// calls on different volumes never wait for each other.
+type inFlight struct {
+	mu   sync.Mutex
+	keys map[string]struct{}
+}
+
+func newInFlight() *inFlight { return &inFlight{keys: map[string]struct{}{}} }
+
+// acquire marks key busy and returns the release function, or an error
+// wrapping ErrInFlight.
+func (f *inFlight) acquire(key string) (func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, busy := f.keys[key]; busy {
+		return nil, fmt.Errorf("%w: %s", ErrInFlight, key)
+	}
+	f.keys[key] = struct{}{}
+	return func() {
+		f.mu.Lock()
+		delete(f.keys, key)
+		f.mu.Unlock()
+	}, nil
+}
+
+// volume is a backend volume with its class read from its metadata.
+type volume struct {
+	BackendVolume
+	spec volumeSpec
+}
+
+// getVolume looks a volume up by an ID from a request; IDs this driver
+// never hands out are NotFound without touching the backend.
+func (d *Driver) getVolume(ctx context.Context, id string) (BackendVolume, error) {
+	if !validVolumeID(id) {
+		return BackendVolume{}, fmt.Errorf("%w: %q is not a volume ID of this driver", ErrVolumeNotFound, id)
+	}
+	return d.backend.Get(ctx, id)
+}
+
+// lockVolume takes the volume's in-flight lock and looks the volume up,
+// with its class, under it; on success the caller runs release when done.
+func (d *Driver) lockVolume(ctx context.Context, id string) (volume, func(), error) {
+	release, err := d.inflight.acquire(id)
+	if err != nil {
+		return volume{}, nil, err
+	}
+	bv, err := d.getVolume(ctx, id)
+	if err != nil {
+		release()
+		return volume{}, nil, err
+	}
+	spec, err := specOf(bv.Meta)
+	if err != nil {
+		release()
+		return volume{}, nil, fmt.Errorf("volume %s: stored class: %w", id, err)
+	}
+	return volume{BackendVolume: bv, spec: spec}, release, nil
+}
+
+// volumeDevice is the device of a volume: the one recorded at staging, else
+// the one the backend has attached ("" when none).
+func (d *Driver) volumeDevice(ctx context.Context, id string, st stagedVolume, staged bool) (string, error) {
+	if staged && st.Device != "" {
+		return st.Device, nil
+	}
+	vol, err := d.backend.Get(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return vol.Device, nil
+}
