@@ -57,7 +57,7 @@ func (SysfsAtomic) SetCoWExtSize(mountRoot string, size uint64) (bool, error) {
 // Deps are the driver's collaborators, built by the caller.
 type Deps struct {
 	Backend Backend
-	Mounter *mount.SafeFormatAndMount
+	Mounter Mounter
 	Exec    exec.Interface
 	Atomic  AtomicOps
 	Metrics MetricsSink
@@ -74,7 +74,7 @@ type Driver struct {
 	opts     Options
 	version  string
 	backend  Backend
-	mounter  *mount.SafeFormatAndMount
+	mounter  Mounter
 	resizer  *mount.ResizeFs
 	exec     exec.Interface
 	atomic   AtomicOps

@@ -20,6 +20,10 @@ type fakeBackend struct {
 	capacity int64
 	checkErr error
 	device   string
+	// devices, when set, gives volumes their own device instead of device.
+	devices map[string]string
+	// setMetas counts SetMeta calls (each an lvchange on LVM).
+	setMetas int
 }
 
 func newFakeBackend() *fakeBackend {
@@ -95,12 +99,16 @@ func (b *fakeBackend) Attach(_ context.Context, id string) (string, error) {
 	if _, err := b.Get(context.Background(), id); err != nil {
 		return "", err
 	}
+	if dev, ok := b.devices[id]; ok {
+		return dev, nil
+	}
 	return b.device, nil
 }
 
 func (b *fakeBackend) SetMeta(_ context.Context, id string, meta map[string]string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.setMetas++
 	v, ok := b.vols[id]
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrVolumeNotFound, id)
@@ -138,10 +146,32 @@ func (f *fakeAtomic) Verify(string, uint64) (untorn.Verification, error) {
 	return f.verify, nil
 }
 
+// mountCall is one Mount call the driver made.
+type mountCall struct {
+	source, target, fstype string
+	options                []string
+}
+
+// recordingMounter is mount-utils' fake mounter that also logs each Mount
+// call with its options.
+type recordingMounter struct {
+	*mount.FakeMounter
+	mu    sync.Mutex
+	calls []mountCall
+}
+
+func (m *recordingMounter) Mount(source, target, fstype string, options []string) error {
+	m.mu.Lock()
+	m.calls = append(m.calls, mountCall{source, target, fstype, append([]string{}, options...)})
+	m.mu.Unlock()
+	return m.FakeMounter.Mount(source, target, fstype, options)
+}
+
 type fakeEnv struct {
 	d       *Driver
 	backend *fakeBackend
 	mounter *mount.FakeMounter
+	mounts  *recordingMounter
 	exec    *testingexec.FakeExec
 	atomic  *fakeAtomic
 	dir     string
@@ -160,11 +190,12 @@ func newFakeDriver(t *testing.T) *fakeEnv {
 			LogicalBlockSize: 512, PhysicalBlockSize: 512, SizeBytes: 1 << 30}},
 		dir: dir,
 	}
+	e.mounts = &recordingMounter{FakeMounter: e.mounter}
 	d, err := New(Options{
 		Mode: ModeAll, Endpoint: "unix://" + dir + "/csi.sock", NodeID: "node-1", Backend: "loop",
 		LoopDir: dir + "/loop", SysfsRoot: "/sys", StateDir: dir + "/state", ShimDir: dir + "/shim",
 	}, Deps{
-		Backend: e.backend, Mounter: mount.NewSafeFormatAndMount(e.mounter, e.exec), Exec: e.exec, Atomic: e.atomic,
+		Backend: e.backend, Mounter: e.mounts, Exec: e.exec, Atomic: e.atomic,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -259,7 +259,7 @@ func TestLoopSizeOverflow(t *testing.T) {
 	if err := d.state.put(stagedVolume{VolumeID: id, StagingPath: volPath, Device: dev, FSType: "ext4"}); err != nil {
 		t.Fatal(err)
 	}
-	fm := d.mounter.Interface.(*mount.FakeMounter)
+	fm := d.mounter.(*mount.SafeFormatAndMount).Interface.(*mount.FakeMounter)
 	fm.MountPoints = append(fm.MountPoints, mount.MountPoint{Device: dev, Path: volPath, Type: "ext4"})
 	t.Cleanup(func() { d.state.remove(id) })
 	for _, tc := range []struct {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
-	mount "k8s.io/mount-utils"
 )
 
 func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
@@ -245,10 +244,8 @@ func (d *Driver) nodeUnpublish(ctx context.Context, req *csi.NodeUnpublishVolume
 	if wasMounted == nil && !recorded {
 		return nil
 	}
-	if _, err := os.Lstat(target); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err := mount.CleanupMountPoint(target, d.mounter, true); err != nil {
+	// unmountOwn left no mount point there.
+	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove target_path: %w", err)
 	}
 	klog.InfoS("unpublished volume", "volumeID", id, "targetPath", target)

@@ -178,25 +178,51 @@ func TestNodeStageCodes(t *testing.T) {
 	}
 }
 
+// TestNodeInFlight: a call on a volume with an operation under way is
+// refused at once (Aborted) and does nothing; another volume stages
+// meanwhile; once the operation ends, the volume stages.
 func TestNodeInFlight(t *testing.T) {
 	e := newFakeDriver(t)
-	id := createVol(t, e, nil)
+	ctx := context.Background()
+	e.atomic.verify = untorn.Verification{Atomic: true, UnitMin: 4096, UnitMax: 1 << 20, Unit: 16384}
+	id := createVol(t, e, map[string]string{"fsType": "xfs"})
+	r, err := e.d.CreateVolume(ctx, createReq("other", 1<<30, map[string]string{"fsType": "xfs"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := r.GetVolume().GetVolumeId()
+	e.backend.devices = map[string]string{other: "/dev/fake1"}
+	stage := func(id, staging string) error {
+		_, err := e.d.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id,
+			StagingTargetPath: filepath.Join(e.dir, staging), VolumeCapability: mountCap(snw, "")})
+		return err
+	}
 	release, err := e.d.inflight.acquire(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer release()
-	_, err = e.d.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: id,
-		StagingTargetPath: filepath.Join(e.dir, "s"), VolumeCapability: mountCap(snw, "")})
-	if status.Code(err) != codes.Aborted {
-		t.Fatalf("code %v, want Aborted", status.Code(err))
+	if err := stage(id, "s"); status.Code(err) != codes.Aborted {
+		t.Fatalf("code %v, want Aborted (%v)", status.Code(err), err)
 	}
-	// Another volume is not blocked.
-	other, err := e.d.CreateVolume(context.Background(), createReq("other", 1<<30, nil))
-	if err != nil {
+	if e.exec.CommandCalls != 0 || len(e.mounts.calls) != 0 {
+		t.Fatalf("a refused call ran %d commands and %d mounts", e.exec.CommandCalls, len(e.mounts.calls))
+	}
+	// Another volume is not blocked: it is formatted, mounted and recorded.
+	scriptFormat(e)
+	if err := stage(other, "o"); err != nil {
 		t.Fatalf("other volume: %v", err)
 	}
-	_ = other
+	if ok, _ := e.mounter.IsMountPoint(filepath.Join(e.dir, "o")); !ok {
+		t.Error("other volume not mounted")
+	}
+	if _, ok, _ := e.d.state.get(other); !ok {
+		t.Error("other volume not recorded")
+	}
+	release()
+	scriptFormat(e)
+	if err := stage(id, "s"); err != nil {
+		t.Fatalf("after the operation ended: %v", err)
+	}
 }
 
 func TestNodePublishCodes(t *testing.T) {
