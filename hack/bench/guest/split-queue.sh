@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the crash test's guest scripts. split_queue DEVICE KIB caps
 # DEVICE's queue at KIB-sized commands (max_sectors_kb) with 4 in flight
 # (nr_requests), so writes without RWF_ATOMIC reach the device in pieces; 0
