@@ -36,14 +36,13 @@ func minVolumeSize(fs untorn.FSType) int64 {
 }
 
 func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
-	resp, err := d.createVolume(ctx, req)
-	return resp, toStatus(err)
+	return reply(d.createVolume(ctx, req))
 }
 
 func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 	name := req.GetName()
-	if name == "" {
-		return nil, fmt.Errorf("%w: name is required", ErrInvalidArgument)
+	if err := required("name", name); err != nil {
+		return nil, err
 	}
 	if req.GetVolumeContentSource() != nil {
 		return nil, fmt.Errorf("%w: volume content sources (snapshots, clones) are not supported", ErrInvalidArgument)
@@ -245,16 +244,12 @@ func lcmChecked(a, b int64) (int64, bool) {
 }
 
 func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
-	err := d.deleteVolume(ctx, req.GetVolumeId())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &csi.DeleteVolumeResponse{}, nil
+	return reply(&csi.DeleteVolumeResponse{}, d.deleteVolume(ctx, req.GetVolumeId()))
 }
 
 func (d *Driver) deleteVolume(ctx context.Context, id string) error {
-	if id == "" {
-		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	if err := required("volume_id", id); err != nil {
+		return err
 	}
 	if !validVolumeID(id) {
 		klog.V(4).InfoS("delete of a volume ID this driver never made; nothing to do", "volumeID", id)
@@ -322,14 +317,13 @@ func resolve(p string) string {
 }
 
 func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
-	resp, err := d.validateVolumeCapabilities(ctx, req)
-	return resp, toStatus(err)
+	return reply(d.validateVolumeCapabilities(ctx, req))
 }
 
 func (d *Driver) validateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
 	id := req.GetVolumeId()
-	if id == "" {
-		return nil, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	if err := required("volume_id", id); err != nil {
+		return nil, err
 	}
 	caps := req.GetVolumeCapabilities()
 	if len(caps) == 0 {
@@ -435,14 +429,13 @@ func (d *Driver) volumesFrom(ctx context.Context, maxEntries int32, tok string) 
 }
 
 func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
-	resp, err := d.controllerExpand(ctx, req)
-	return resp, toStatus(err)
+	return reply(d.controllerExpand(ctx, req))
 }
 
 func (d *Driver) controllerExpand(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if id == "" {
-		return nil, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	if err := required("volume_id", id); err != nil {
+		return nil, err
 	}
 	if req.GetCapacityRange() == nil {
 		return nil, fmt.Errorf("%w: capacity_range is required", ErrInvalidArgument)

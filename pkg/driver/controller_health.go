@@ -2,7 +2,6 @@ package driver
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -14,8 +13,8 @@ const (
 )
 
 func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
-	if req.GetVolumeId() == "" {
-		return nil, toStatus(fmt.Errorf("%w: volume_id is required", ErrInvalidArgument))
+	if err := required("volume_id", req.GetVolumeId()); err != nil {
+		return nil, toStatus(err)
 	}
 	vol, err := d.getVolume(ctx, req.GetVolumeId())
 	if err != nil {

@@ -47,6 +47,14 @@ func toStatus(err error) error {
 	return status.Error(codeOf(err), err.Error())
 }
 
+// reply is a handler's answer: resp, or err mapped by toStatus.
+func reply[T any](resp *T, err error) (*T, error) {
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return resp, nil
+}
+
 func codeOf(err error) codes.Code {
 	var mountErr mount.MountError
 	switch {

@@ -1,11 +1,9 @@
 package driver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"k8s.io/klog/v2"
@@ -187,19 +185,7 @@ func (d *Driver) fsck(ctx context.Context, dev string) error {
 	return nil
 }
 
-// command runs a command with LC_ALL=C under ctx and returns its stdout;
-// the error wraps the exit error and carries stderr.
+// command runs a command with runCommand.
 func (d *Driver) command(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := d.exec.CommandContext(ctx, name, args...)
-	cmd.SetEnv(append(os.Environ(), "LC_ALL=C"))
-	var stdout, stderr bytes.Buffer
-	cmd.SetStdout(&stdout)
-	cmd.SetStderr(&stderr)
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return "", fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), ctx.Err())
-		}
-		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
+	return runCommand(ctx, d.exec, name, args...)
 }

@@ -1,7 +1,6 @@
 package driver
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -100,18 +99,7 @@ func (b *LoopBackend) loopDevicesLosetup(ctx context.Context, file string) ([]st
 	return devs, nil
 }
 
-// run runs a command with LC_ALL=C and returns stdout; stderr goes into the error.
+// run runs a command with runCommand.
 func (b *LoopBackend) run(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := b.exec.CommandContext(ctx, name, args...)
-	cmd.SetEnv(append(os.Environ(), "LC_ALL=C"))
-	var stdout, stderr bytes.Buffer
-	cmd.SetStdout(&stdout)
-	cmd.SetStderr(&stderr)
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return "", fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), ctx.Err())
-		}
-		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
+	return runCommand(ctx, b.exec, name, args...)
 }

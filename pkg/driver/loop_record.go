@@ -120,14 +120,20 @@ func readRecordAt(metaPath, id string) (loopRecord, error) {
 	return r, nil
 }
 
+// encodeRecord returns the record's path and content.
+func (b *LoopBackend) encodeRecord(r loopRecord) (string, []byte, error) {
+	_, metaPath, err := b.paths(r.ID)
+	if err != nil {
+		return "", nil, err
+	}
+	data, err := json.MarshalIndent(r, "", "  ")
+	return metaPath, data, err
+}
+
 // createRecord writes a new record; it fails, touching nothing, when any
 // file is at the record's path.
 func (b *LoopBackend) createRecord(r loopRecord) error {
-	_, metaPath, err := b.paths(r.ID)
-	if err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(r, "", "  ")
+	metaPath, data, err := b.encodeRecord(r)
 	if err != nil {
 		return err
 	}
@@ -138,14 +144,7 @@ func (b *LoopBackend) createRecord(r loopRecord) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := writeClose(f, data, true); err != nil {
 		os.Remove(metaPath) // made just now by this call
 		return err
 	}
@@ -155,32 +154,11 @@ func (b *LoopBackend) createRecord(r loopRecord) error {
 // replaceRecord replaces a record the caller has read back as this
 // backend's own, through a new exclusive temporary file and a rename.
 func (b *LoopBackend) replaceRecord(r loopRecord) error {
-	_, metaPath, err := b.paths(r.ID)
+	metaPath, data, err := b.encodeRecord(r)
 	if err != nil {
 		return err
 	}
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	// CreateTemp opens O_EXCL with a random name: it never follows or
-	// reuses a file that is already there.
-	f, err := os.CreateTemp(b.dir, recordTempPrefix(r.ID)+"*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), metaPath)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := replaceFile(metaPath, recordTempPrefix(r.ID)+"*", data, true); err != nil {
 		return err
 	}
 	return syncDir(b.dir)

@@ -37,37 +37,25 @@ var rpcBuckets = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 // not nil). Registering again on the same registry reuses the collectors
 // already there.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	vol := []string{"volume_id"}
+	const vol = "volume_id"
 	m := &Metrics{
 		rpcDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "untorn_grpc_request_duration_seconds",
 			Help:    "Duration of CSI gRPC calls by method and gRPC status code.",
 			Buckets: rpcBuckets,
 		}, []string{"method", "code"}),
-		rpcErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "untorn_grpc_request_errors_total",
-			Help: "CSI gRPC calls that returned an error, by method and gRPC status code.",
-		}, []string{"method", "code"}),
-		unitMin: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "untorn_volume_atomic_write_unit_min_bytes",
-			Help: "Smallest atomic write the staged volume's filesystem accepts, as verified at staging.",
-		}, vol),
-		unitMax: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "untorn_volume_atomic_write_unit_max_bytes",
-			Help: "Largest atomic write the staged volume's filesystem accepts, as verified at staging.",
-		}, vol),
-		verified: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "untorn_volume_atomic_write_verified",
-			Help: "1 when the staged volume's atomic write guarantee holds (statx and a probe write verified it), 0 when not.",
-		}, vol),
-		hardware: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "untorn_volume_atomic_write_hardware",
-			Help: "1 when the staged volume's atomic writes are done by the device, 0 when by the filesystem in software.",
-		}, vol),
-		verifyFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "untorn_volume_verification_failures_total",
-			Help: "Times the atomic write guarantee of a volume failed to verify.",
-		}, vol),
+		rpcErrors: counterVec("untorn_grpc_request_errors_total",
+			"CSI gRPC calls that returned an error, by method and gRPC status code.", "method", "code"),
+		unitMin: gaugeVec("untorn_volume_atomic_write_unit_min_bytes",
+			"Smallest atomic write the staged volume's filesystem accepts, as verified at staging.", vol),
+		unitMax: gaugeVec("untorn_volume_atomic_write_unit_max_bytes",
+			"Largest atomic write the staged volume's filesystem accepts, as verified at staging.", vol),
+		verified: gaugeVec("untorn_volume_atomic_write_verified",
+			"1 when the staged volume's atomic write guarantee holds (statx and a probe write verified it), 0 when not.", vol),
+		hardware: gaugeVec("untorn_volume_atomic_write_hardware",
+			"1 when the staged volume's atomic writes are done by the device, 0 when by the filesystem in software.", vol),
+		verifyFailed: counterVec("untorn_volume_verification_failures_total",
+			"Times the atomic write guarantee of a volume failed to verify.", vol),
 	}
 	if reg != nil {
 		m.rpcDuration = register(reg, m.rpcDuration)
@@ -79,6 +67,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.verifyFailed = register(reg, m.verifyFailed)
 	}
 	return m
+}
+
+// gaugeVec and counterVec make a metric vector with the given labels.
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
 // register registers c, or returns the equal collector reg already holds. A

@@ -13,16 +13,13 @@ import (
 )
 
 func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
-	if err := d.nodePublish(ctx, req); err != nil {
-		return nil, toStatus(err)
-	}
-	return &csi.NodePublishVolumeResponse{}, nil
+	return reply(&csi.NodePublishVolumeResponse{}, d.nodePublish(ctx, req))
 }
 
 func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequest) error {
 	id, vc := req.GetVolumeId(), req.GetVolumeCapability()
-	if id == "" {
-		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	if err := required("volume_id", id); err != nil {
+		return err
 	}
 	if err := checkPath("target_path", req.GetTargetPath()); err != nil {
 		return err
@@ -193,25 +190,12 @@ func (d *Driver) bindOnce(source, want, target string, opts []string) error {
 }
 
 func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
-	if err := d.nodeUnpublish(ctx, req); err != nil {
-		return nil, toStatus(err)
-	}
-	return &csi.NodeUnpublishVolumeResponse{}, nil
+	return reply(&csi.NodeUnpublishVolumeResponse{}, d.nodeUnpublish(ctx, req))
 }
 
 func (d *Driver) nodeUnpublish(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) error {
 	id := req.GetVolumeId()
-	if id == "" {
-		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
-	}
-	target, err := d.nodePath("target_path", req.GetTargetPath(), pathAny)
-	if err != nil {
-		return err
-	}
-	if !validToken(id) {
-		return fmt.Errorf("%w: %q is not a volume ID of this driver", ErrVolumeNotFound, id)
-	}
-	release, err := d.inflight.acquire(id)
+	target, release, err := d.lockPath(id, "target_path", req.GetTargetPath(), validToken)
 	if err != nil {
 		return err
 	}

@@ -30,10 +30,7 @@ const (
 )
 
 func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
-	if err := d.nodeStage(ctx, req); err != nil {
-		return nil, toStatus(err)
-	}
-	return &csi.NodeStageVolumeResponse{}, nil
+	return reply(&csi.NodeStageVolumeResponse{}, d.nodeStage(ctx, req))
 }
 
 // stageRequest is a checked NodeStageVolume request.
@@ -46,8 +43,8 @@ type stageRequest struct {
 
 func (d *Driver) checkStageRequest(req *csi.NodeStageVolumeRequest) (stageRequest, error) {
 	r := stageRequest{id: req.GetVolumeId(), cap: req.GetVolumeCapability()}
-	if r.id == "" {
-		return r, fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
+	if err := required("volume_id", r.id); err != nil {
+		return r, err
 	}
 	if err := checkCapability(r.cap); err != nil {
 		return r, err

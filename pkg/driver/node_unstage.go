@@ -9,25 +9,12 @@ import (
 )
 
 func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
-	if err := d.nodeUnstage(ctx, req); err != nil {
-		return nil, toStatus(err)
-	}
-	return &csi.NodeUnstageVolumeResponse{}, nil
+	return reply(&csi.NodeUnstageVolumeResponse{}, d.nodeUnstage(ctx, req))
 }
 
 func (d *Driver) nodeUnstage(ctx context.Context, req *csi.NodeUnstageVolumeRequest) error {
 	id := req.GetVolumeId()
-	if id == "" {
-		return fmt.Errorf("%w: volume_id is required", ErrInvalidArgument)
-	}
-	staging, err := d.nodePath("staging_target_path", req.GetStagingTargetPath(), pathAny)
-	if err != nil {
-		return err
-	}
-	if !validVolumeID(id) {
-		return fmt.Errorf("%w: %q is not a volume ID of this driver", ErrVolumeNotFound, id)
-	}
-	release, err := d.inflight.acquire(id)
+	staging, release, err := d.lockPath(id, "staging_target_path", req.GetStagingTargetPath(), validVolumeID)
 	if err != nil {
 		return err
 	}

@@ -73,7 +73,7 @@ func (s *stateStore) put(v stagedVolume) error {
 	}
 	// No fsync: the record is rebuilt by staging again (it re-verifies),
 	// so losing it in a crash costs nothing, and staging stays cheap.
-	return writeFileReplace(p, b, false)
+	return replaceFile(p, filepath.Base(p)+".*.tmp", b, false)
 }
 
 // list returns every staged volume recorded on this node.
@@ -136,40 +136,4 @@ func (s *stateStore) remove(id string) error {
 func holdsRecordOf(b []byte, id string) bool {
 	var v stagedVolume
 	return json.Unmarshal(b, &v) == nil && v.VolumeID == id
-}
-
-// writeFileAtomic writes b to p through a synced temporary file and rename.
-func writeFileAtomic(p string, b []byte) error { return writeFileReplace(p, b, true) }
-
-// writeFileReplace writes b to a temporary file (synced when sync is set)
-// and renames it over p, so readers see the old or the new content. The
-// temporary file is a new file with a random name (O_EXCL), so whatever
-// already sits in the directory, a symlink included, is never opened.
-func writeFileReplace(p string, b []byte, sync bool) error {
-	f, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if sync {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			os.Remove(tmp)
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
 }

@@ -39,10 +39,18 @@ var safeTokenRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 func validToken(id string) bool { return safeTokenRE.MatchString(id) && !strings.Contains(id, "..") }
 
+// required refuses a request whose field is empty.
+func required(field, v string) error {
+	if v == "" {
+		return fmt.Errorf("%w: %s is required", ErrInvalidArgument, field)
+	}
+	return nil
+}
+
 // checkPath validates a path the CO gave us: absolute, clean, no NUL.
 func checkPath(field, p string) error {
-	if p == "" {
-		return fmt.Errorf("%w: %s is required", ErrInvalidArgument, field)
+	if err := required(field, p); err != nil {
+		return err
 	}
 	if !filepath.IsAbs(p) || strings.ContainsRune(p, 0) || len(p) > 4096 {
 		return fmt.Errorf("%w: %s %q must be an absolute path", ErrInvalidArgument, field, p)

@@ -69,6 +69,28 @@ func (d *Driver) lockVolume(ctx context.Context, id string) (volume, func(), err
 	return volume{BackendVolume: bv, spec: spec}, release, nil
 }
 
+// lockPath checks the volume ID and the node path of a call that only
+// unmounts (unstage, unpublish): the ID is required and must pass valid
+// (else NotFound), the path is checked by nodePath. It takes the volume's
+// lock and returns the cleaned path; the caller runs release when done.
+func (d *Driver) lockPath(id, field, p string, valid func(string) bool) (string, func(), error) {
+	if err := required("volume_id", id); err != nil {
+		return "", nil, err
+	}
+	c, err := d.nodePath(field, p, pathAny)
+	if err != nil {
+		return "", nil, err
+	}
+	if !valid(id) {
+		return "", nil, fmt.Errorf("%w: %q is not a volume ID of this driver", ErrVolumeNotFound, id)
+	}
+	release, err := d.inflight.acquire(id)
+	if err != nil {
+		return "", nil, err
+	}
+	return c, release, nil
+}
+
 // volumeDevice is the device of a volume: the one recorded at staging, else
 // the one the backend has attached ("" when none).
 func (d *Driver) volumeDevice(ctx context.Context, id string, st stagedVolume, staged bool) (string, error) {
