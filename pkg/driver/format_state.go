@@ -96,44 +96,9 @@ func (d *Driver) prepareAndMount(ctx context.Context, vol BackendVolume, dev, ta
 			return err
 		}
 	case formatFormatted, formatRaw, "":
-		sig, err := d.probeSignature(ctx, dev)
-		if err != nil {
-			return fmt.Errorf("probe %s for a filesystem: %w", dev, err)
-		}
-		found = sig.String()
-		switch {
-		case sig.fsType == string(fs) && sig.ptType == "":
-			if !readOnly && fs == untorn.FSExt4 {
-				if err := d.fsck(ctx, dev); err != nil {
-					return err
-				}
-			}
-		case state == "" && sig.empty():
-			// A volume from an earlier version, with no format state:
-			// format it only when it is truly blank.
-			zero, err := deviceHeadTailZero(dev)
-			if err != nil {
-				return fmt.Errorf("read %s: %w", dev, err)
-			}
-			if !zero {
-				return mount.NewMountError(mount.FilesystemMismatch,
-					"device %s of volume %s holds data without a signature blkid recognises; refusing to format or mount it", dev, vol.ID)
-			}
-			if readOnly {
-				return mount.NewMountError(mount.UnformattedReadOnly, "volume %s was never formatted and cannot be staged read-only", vol.ID)
-			}
-			if err := d.mkfs(ctx, vol.ID, dev, fs, formatOpts); err != nil {
-				return err
-			}
-		case state == formatFormatted:
-			return mount.NewMountError(mount.FilesystemMismatch,
-				"device %s of volume %s holds %s, not the %s this volume was formatted with; refusing to format or mount it", dev, vol.ID, sig, fs)
-		case state == formatRaw:
-			return mount.NewMountError(mount.FilesystemMismatch,
-				"volume %s was used as a raw block device and device %s holds %s, not %s; refusing to format (it may hold data) or mount it", vol.ID, dev, sig, fs)
-		default:
-			return mount.NewMountError(mount.FilesystemMismatch,
-				"device %s of volume %s holds %s, not %s; refusing to format or mount it", dev, vol.ID, sig, fs)
+		var err error
+		if found, err = d.prepareFound(ctx, vol, dev, fs, formatOpts, readOnly); err != nil {
+			return err
 		}
 	default:
 		return mount.NewMountError(mount.FilesystemMismatch, "volume %s has an unknown %s %q; refusing to format or mount it", vol.ID, metaFormatState, state)
@@ -143,6 +108,49 @@ func (d *Driver) prepareAndMount(ctx context.Context, vol BackendVolume, dev, ta
 			dev, found, state, fs, err)
 	}
 	return nil
+}
+
+// prepareFound decides from what blkid finds on the device of a volume
+// that is not blank (formatted, used raw, or from an earlier version with
+// no format state) whether it can be mounted: its own filesystem is
+// checked (ext4: fsck) and mounted, a truly blank device of an earlier
+// version is formatted, anything else is refused. It returns what was found.
+func (d *Driver) prepareFound(ctx context.Context, vol BackendVolume, dev string, fs untorn.FSType, formatOpts []string, readOnly bool) (string, error) {
+	state := vol.Meta[metaFormatState]
+	sig, err := d.probeSignature(ctx, dev)
+	if err != nil {
+		return "", fmt.Errorf("probe %s for a filesystem: %w", dev, err)
+	}
+	switch {
+	case sig.fsType == string(fs) && sig.ptType == "":
+		if !readOnly && fs == untorn.FSExt4 {
+			return sig.String(), d.fsck(ctx, dev)
+		}
+		return sig.String(), nil
+	case state == "" && sig.empty():
+		// A volume from an earlier version, with no format state:
+		// format it only when it is truly blank.
+		zero, err := deviceHeadTailZero(dev)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", dev, err)
+		}
+		if !zero {
+			return "", mount.NewMountError(mount.FilesystemMismatch,
+				"device %s of volume %s holds data without a signature blkid recognises; refusing to format or mount it", dev, vol.ID)
+		}
+		if readOnly {
+			return "", mount.NewMountError(mount.UnformattedReadOnly, "volume %s was never formatted and cannot be staged read-only", vol.ID)
+		}
+		return sig.String(), d.mkfs(ctx, vol.ID, dev, fs, formatOpts)
+	case state == formatFormatted:
+		return "", mount.NewMountError(mount.FilesystemMismatch,
+			"device %s of volume %s holds %s, not the %s this volume was formatted with; refusing to format or mount it", dev, vol.ID, sig, fs)
+	case state == formatRaw:
+		return "", mount.NewMountError(mount.FilesystemMismatch,
+			"volume %s was used as a raw block device and device %s holds %s, not %s; refusing to format (it may hold data) or mount it", vol.ID, dev, sig, fs)
+	}
+	return "", mount.NewMountError(mount.FilesystemMismatch,
+		"device %s of volume %s holds %s, not %s; refusing to format or mount it", dev, vol.ID, sig, fs)
 }
 
 // mkfs formats dev with the planned options and records the volume as
