@@ -112,6 +112,31 @@ func (d *Driver) checkOwnDirs(field, p string) error {
 	return nil
 }
 
+// mountsOf lists the mount points of a device (symlinks such as
+// /dev/vg/lv and /dev/mapper/vg-lv resolved), except the paths in exclude.
+func (d *Driver) mountsOf(dev string, exclude ...string) ([]string, error) {
+	mps, err := d.mounter.List()
+	if err != nil {
+		return nil, fmt.Errorf("list mounts: %w", err)
+	}
+	want := resolve(dev)
+	var out []string
+	for _, mp := range mps {
+		if resolve(mp.Device) != want || slices.Contains(exclude, mp.Path) {
+			continue
+		}
+		out = append(out, mp.Path)
+	}
+	return out, nil
+}
+
+func resolve(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
+}
+
 // within reports whether p lies strictly below dir (both clean).
 func within(p, dir string) bool {
 	if dir == "/" {

@@ -16,6 +16,9 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	return reply(&csi.NodePublishVolumeResponse{}, d.nodePublish(ctx, req))
 }
 
+// nodePublish checks the request, serves the shim's inline ephemeral
+// volume, or locks the volume, checks it is staged here, and bind-mounts
+// it at the target (publishBlock, publishFilesystem).
 func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequest) error {
 	id, vc := req.GetVolumeId(), req.GetVolumeCapability()
 	if err := required("volume_id", id); err != nil {
@@ -41,61 +44,79 @@ func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequ
 	if err := checkPath("staging_target_path", req.GetStagingTargetPath()); err != nil {
 		return err
 	}
-	staging := filepath.Clean(req.GetStagingTargetPath())
 	vol, release, err := d.lockVolume(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer release()
-	if err := vol.spec.checkFSType(vc); err != nil {
-		return err
-	}
-	st, ok, err := d.state.get(id)
+	st, err := d.stagedFor(vol, vc, filepath.Clean(req.GetStagingTargetPath()), target)
 	if err != nil {
 		return err
 	}
-	if !ok || st.Block != (vc.GetBlock() != nil) {
-		return fmt.Errorf("%w: volume %s has not been staged on this node as a %s volume", ErrNotStaged, id, accessKind(vc))
-	}
-	if staging != st.StagingPath {
-		return fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, staging, id, st.StagingPath)
-	}
-	if overlaps(target, st.StagingPath) {
-		return fmt.Errorf("%w: target_path %s overlaps the volume's staging path %s", ErrInvalidArgument, target, st.StagingPath)
-	}
-	if err := d.claimedByOther(id, "target_path", target); err != nil {
-		return err
-	}
-	opts := []string{"bind"}
-	if req.GetReadonly() || vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY {
-		opts = append(opts, "ro")
-	}
-
 	if vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
 		if err := d.singleWriter(ctx, id, st.StagingPath, target); err != nil {
 			return err
 		}
 	}
-
-	source := st.Device
-	if st.Block {
-		if err := makeFileNoFollow("target_path", target); err != nil {
-			return err
-		}
-	} else {
-		mp, err := d.mountAt(st.StagingPath)
-		if err != nil {
-			return err
-		}
-		if mp == nil || !fromSource(mp, st.Device) {
-			return fmt.Errorf("%w: %s does not hold volume %s; call NodeStageVolume first", ErrNotStaged, st.StagingPath, id)
-		}
-		source = st.StagingPath
-		if err := mkdirNoFollow("target_path", target); err != nil {
-			return err
-		}
-		opts = append(opts, vc.GetMount().GetMountFlags()...)
+	opts := []string{"bind"}
+	if req.GetReadonly() || vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY {
+		opts = append(opts, "ro")
 	}
+	if st.Block {
+		return d.publishBlock(st, target, opts)
+	}
+	return d.publishFilesystem(st, target, append(opts, vc.GetMount().GetMountFlags()...))
+}
+
+// stagedFor returns the node's record of a volume staged at staging as the
+// capability's kind (block or mount), for publishing at target.
+func (d *Driver) stagedFor(vol volume, vc *csi.VolumeCapability, staging, target string) (stagedVolume, error) {
+	if err := vol.spec.checkFSType(vc); err != nil {
+		return stagedVolume{}, err
+	}
+	st, ok, err := d.state.get(vol.ID)
+	if err != nil {
+		return stagedVolume{}, err
+	}
+	if !ok || st.Block != (vc.GetBlock() != nil) {
+		return stagedVolume{}, fmt.Errorf("%w: volume %s has not been staged on this node as a %s volume", ErrNotStaged, vol.ID, accessKind(vc))
+	}
+	if staging != st.StagingPath {
+		return stagedVolume{}, fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, staging, vol.ID, st.StagingPath)
+	}
+	if overlaps(target, st.StagingPath) {
+		return stagedVolume{}, fmt.Errorf("%w: target_path %s overlaps the volume's staging path %s", ErrInvalidArgument, target, st.StagingPath)
+	}
+	return st, d.claimedByOther(vol.ID, "target_path", target)
+}
+
+// publishBlock binds the volume's device onto a file at target.
+func (d *Driver) publishBlock(st stagedVolume, target string, opts []string) error {
+	if err := makeFileNoFollow("target_path", target); err != nil {
+		return err
+	}
+	return d.bindRecorded(st, st.Device, target, opts)
+}
+
+// publishFilesystem binds the volume's staging mount onto a directory at
+// target; the staging path must still hold the volume's device.
+func (d *Driver) publishFilesystem(st stagedVolume, target string, opts []string) error {
+	mp, err := d.mountAt(st.StagingPath)
+	if err != nil {
+		return err
+	}
+	if mp == nil || !fromSource(mp, st.Device) {
+		return fmt.Errorf("%w: %s does not hold volume %s; call NodeStageVolume first", ErrNotStaged, st.StagingPath, st.VolumeID)
+	}
+	if err := mkdirNoFollow("target_path", target); err != nil {
+		return err
+	}
+	return d.bindRecorded(st, st.StagingPath, target, opts)
+}
+
+// bindRecorded bind-mounts source at target (see bindOnce) and records
+// target among the volume's targets.
+func (d *Driver) bindRecorded(st stagedVolume, source, target string, opts []string) error {
 	if err := d.bindOnce(source, st.Device, target, opts); err != nil {
 		return err
 	}
@@ -105,7 +126,7 @@ func (d *Driver) nodePublish(ctx context.Context, req *csi.NodePublishVolumeRequ
 			return fmt.Errorf("record published volume: %w", err)
 		}
 	}
-	klog.InfoS("published volume", "volumeID", id, "targetPath", target, "options", opts)
+	klog.InfoS("published volume", "volumeID", st.VolumeID, "targetPath", target, "options", opts)
 	return nil
 }
 
