@@ -89,10 +89,21 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 			return resp, nil
 		}
 	}
-	if !st.Verified.Atomic {
-		return resp, nil
+	if st.Verified.Atomic {
+		if err := d.reverify(ctx, vol, spec, st); err != nil {
+			bad(csi.VolumeHealthErrorType_DEGRADED, healthAtomicNotVerified,
+				fmt.Sprintf("atomic writes of %d bytes no longer verify: %v", st.Unit, err))
+		}
 	}
-	v, err := d.atomic.Verify(staging, st.Unit)
+	return resp, nil
+}
+
+// reverify verifies again the atomic writes staging verified on a mounted
+// volume, and records a failure (metrics, and the backend metadata the
+// controller's volume health reads).
+func (d *Driver) reverify(ctx context.Context, vol BackendVolume, spec volumeSpec, st stagedVolume) error {
+	id := vol.ID
+	v, err := d.atomic.Verify(st.StagingPath, st.Unit)
 	if err == nil && !v.Atomic {
 		err = errors.New(v.Reason)
 	}
@@ -101,19 +112,16 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 		// device without them, say) no longer gets them.
 		err = fmt.Errorf("they are done in software, and the volume asks for %s %s", ParamAtomicSource, untorn.SourceHardware)
 	}
-	if err != nil {
-		d.metrics.VerificationFailed(id)
-		d.metrics.SetVolumeAtomic(id, uint64(v.UnitMin), uint64(v.UnitMax), false, st.Hardware)
-		klog.InfoS("atomic write verification failed", "volumeID", id, "stagingPath", staging, "err", err)
-		if merr := d.setMetaChanged(ctx, vol, map[string]string{metaVerifyFailed: "true"}); merr != nil {
-			klog.ErrorS(merr, "record failed verification", "volumeID", id)
-		}
-		bad(csi.VolumeHealthErrorType_DEGRADED, healthAtomicNotVerified,
-			fmt.Sprintf("atomic writes of %d bytes no longer verify: %v", st.Unit, err))
-		return resp, nil
+	d.metrics.SetVolumeAtomic(id, uint64(v.UnitMin), uint64(v.UnitMax), err == nil, st.Hardware)
+	if err == nil {
+		return nil
 	}
-	d.metrics.SetVolumeAtomic(id, uint64(v.UnitMin), uint64(v.UnitMax), true, st.Hardware)
-	return resp, nil
+	d.metrics.VerificationFailed(id)
+	klog.InfoS("atomic write verification failed", "volumeID", id, "stagingPath", st.StagingPath, "err", err)
+	if merr := d.setMetaChanged(ctx, vol, map[string]string{metaVerifyFailed: "true"}); merr != nil {
+		klog.ErrorS(merr, "record failed verification", "volumeID", id)
+	}
+	return err
 }
 
 func (d *Driver) NodeGetStorageHealth(ctx context.Context, _ *csi.NodeGetStorageHealthRequest) (*csi.NodeGetStorageHealthResponse, error) {
