@@ -77,10 +77,12 @@ func FuzzProbe(f *testing.F) {
 				p = filepath.Join(part, strings.TrimPrefix(a.path, "part/"))
 			}
 			os.Remove(p)
+			// The disk's size is read only when the disk is probed (a
+			// partition has its own size); the partition's start only when
+			// the partition is probed.
+			unread := (a.path == "part/start" && !probePart) || (a.path == "size" && probePart)
 			if present&(1<<i) == 0 {
-				// The disk's size is always read; the partition's start
-				// only when the partition is probed.
-				if a.required && (a.path != "part/start" || probePart) {
+				if a.required && !unread {
 					valid = false
 				}
 				continue
@@ -88,7 +90,7 @@ func FuzzProbe(f *testing.F) {
 			if err := os.WriteFile(p, []byte(contents[i]), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if a.path == "part/start" && !probePart {
+			if unread {
 				continue
 			}
 			v, err := strconv.ParseUint(strings.TrimSpace(contents[i]), 10, 64)
