@@ -73,11 +73,8 @@ func checkRegistration(ctx context.Context, e *env) error {
 // 2. An XFS PVC binds on first use, the pod starts, and inside the pod
 // untornctl verifies real atomic writes of at least 8 KiB.
 func checkXFSVolume(ctx context.Context, e *env) error {
-	if err := e.pvcPod(ctx, "xfs", "untorn-xfs", "1Gi", e.cfg.image); err != nil {
+	if err := e.readyPVCPod(ctx, "xfs", "untorn-xfs"); err != nil {
 		return err
-	}
-	if e.waitPodReady(ctx, "xfs", 180*time.Second) != nil {
-		return fail("pod xfs did not become Ready")
 	}
 	c, err := e.pvc(ctx, "xfs")
 	if err != nil {
@@ -125,11 +122,8 @@ func exitOf(err error) string {
 
 // 5. Growing a bound PVC grows the mounted filesystem without a restart.
 func checkExpand(ctx context.Context, e *env) error {
-	if err := e.pvcPod(ctx, "grow", "untorn-xfs", "1Gi", e.cfg.image); err != nil {
+	if err := e.readyPVCPod(ctx, "grow", "untorn-xfs"); err != nil {
 		return err
-	}
-	if e.waitPodReady(ctx, "grow", 180*time.Second) != nil {
-		return fail("pod grow did not become Ready")
 	}
 	before, err := e.fsSize(ctx, "grow")
 	if err != nil {

@@ -188,7 +188,7 @@ func (e *env) printObjectEvents(ctx context.Context, name string) {
 	}
 	sortEvents(evs)
 	for _, ev := range evs {
-		fmt.Printf("  event %s %s (x%d): %s\n", ev.Type, ev.Reason, max(ev.Count, 1), ev.Message)
+		fmt.Printf("  event %s %s (x%d): %s\n", ev.Type, ev.Reason, max(ev.Count, 1), strings.TrimSpace(ev.Message))
 	}
 }
 
@@ -208,7 +208,7 @@ func (e *env) printEvents(ctx context.Context, ns string, n int) {
 	w := table("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE")
 	for _, ev := range evs {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s/%s/%s\t%s\n", eventTime(ev).UTC().Format("15:04:05"), ev.Type, ev.Reason,
-			ev.InvolvedObject.Namespace, strings.ToLower(ev.InvolvedObject.Kind), ev.InvolvedObject.Name, ev.Message)
+			ev.InvolvedObject.Namespace, strings.ToLower(ev.InvolvedObject.Kind), ev.InvolvedObject.Name, strings.TrimSpace(ev.Message))
 	}
 	w.Flush()
 }

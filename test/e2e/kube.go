@@ -207,6 +207,18 @@ func isReady(p *corev1.Pod) bool {
 	return false
 }
 
+// readyPVCPod creates a PVC of class and a pod that mounts it (pvcPod, 1Gi,
+// the untorn image) and waits up to 180 s for the pod to be Ready.
+func (e *env) readyPVCPod(ctx context.Context, name, class string) error {
+	if err := e.pvcPod(ctx, name, class, "1Gi", e.cfg.image); err != nil {
+		return err
+	}
+	if e.waitPodReady(ctx, name, 180*time.Second) != nil {
+		return fail("pod %s (%s) did not become Ready", name, class)
+	}
+	return nil
+}
+
 // waitPodReady polls up to timeout for the pod to be Ready.
 func (e *env) waitPodReady(ctx context.Context, name string, timeout time.Duration) error {
 	return poll(ctx, timeout, "pod "+name+" Ready", func() bool { return e.podReady(ctx, name) })

@@ -126,7 +126,7 @@ func (e *env) applyExample(ctx context.Context, file string, filter func(*appsv1
 		if err != nil {
 			return fmt.Errorf("create %s %s: %w", strings.ToLower(gvk.Kind), u.GetName(), err)
 		}
-		fmt.Printf("%s/%s created\n", strings.ToLower(gvk.Kind), u.GetName())
+		fmt.Printf("%s/%s created\n", strings.ToLower(gvk.GroupKind().String()), u.GetName())
 	}
 	return nil
 }

@@ -72,16 +72,11 @@ func checkMariaDB(ctx context.Context, e *env) error {
 		return err
 	}
 	time.Sleep(5 * time.Second)
-	stats, err := e.shimCounters(ctx, pod, c, regexp.MustCompile(`/(mariadbd|mysqld)$`), func() error {
+	if err := e.pageWritesAtomic(ctx, pod, c, "MariaDB", regexp.MustCompile(`/(mariadbd|mysqld)$`), func() error {
 		_, err := db.query(ctx, "UPDATE e2e.t SET v = REPEAT('y', 200) WHERE id % 10 = 0; FLUSH TABLES e2e.t FOR EXPORT; UNLOCK TABLES;")
 		return err
-	})
-	if err != nil {
-		return fail("cannot read the shim counters: %v", err)
-	}
-	fmt.Printf("shim counters (summed over processes): %s\n", stats)
-	if !stats.wentAtomic() {
-		return fail("MariaDB's page writes did not go atomic: %s", stats)
+	}); err != nil {
+		return err
 	}
 	rows, err := db.query(ctx, "SELECT count(*) FROM e2e.t")
 	if err != nil {

@@ -79,11 +79,8 @@ func checkPlacement(ctx context.Context, e *env) error {
 			return err
 		}
 	}
-	if err := e.pvcPod(ctx, "place-xfs", softwareClass, "1Gi", e.cfg.image); err != nil {
+	if err := e.readyPVCPod(ctx, "place-xfs", softwareClass); err != nil {
 		return err
-	}
-	if e.waitPodReady(ctx, "place-xfs", 180*time.Second) != nil {
-		return fail("pod place-xfs (%s) did not become Ready", softwareClass)
 	}
 	if err := e.show(ctx, "place-xfs", "", "grep", " /data ", "/proc/mounts"); err != nil {
 		return fail("no mount at /data in pod place-xfs: %v", err)

@@ -127,11 +127,8 @@ func orNoneMount(lines []string) string {
 	return strings.Join(lines, "\n")
 }
 
-// shimDump is one process's counters as the shim writes them.
-type shimDump struct {
-	PID            int               `json:"pid"`
-	Exe            string            `json:"exe"`
-	Why            string            `json:"why"`
+// shimCounts is the shim's counters that the checks look at.
+type shimCounts struct {
 	AtomicWrites   uint64            `json:"atomic_writes"`
 	AtomicBytes    uint64            `json:"atomic_bytes"`
 	UringAtomic    uint64            `json:"uring_atomic"`
@@ -141,16 +138,33 @@ type shimDump struct {
 	Passthrough    map[string]uint64 `json:"passthrough"`
 }
 
+func (s *shimCounts) add(o shimCounts) {
+	s.AtomicWrites += o.AtomicWrites
+	s.AtomicBytes += o.AtomicBytes
+	s.UringAtomic += o.UringAtomic
+	s.AioAtomic += o.AioAtomic
+	s.WriteErrors += o.WriteErrors
+	s.StrictFailures += o.StrictFailures
+	if s.Passthrough == nil {
+		s.Passthrough = map[string]uint64{}
+	}
+	for k, v := range o.Passthrough {
+		s.Passthrough[k] += v
+	}
+}
+
+// shimDump is one process's counters as the shim writes them.
+type shimDump struct {
+	PID int    `json:"pid"`
+	Exe string `json:"exe"`
+	Why string `json:"why"`
+	shimCounts
+}
+
 // shimStats is the counters of the processes of one executable, summed.
 type shimStats struct {
-	Processes      int               `json:"processes"`
-	AtomicWrites   uint64            `json:"atomic_writes"`
-	AtomicBytes    uint64            `json:"atomic_bytes"`
-	UringAtomic    uint64            `json:"uring_atomic"`
-	AioAtomic      uint64            `json:"aio_atomic"`
-	WriteErrors    uint64            `json:"write_errors"`
-	StrictFailures uint64            `json:"strict_failures"`
-	Passthrough    map[string]uint64 `json:"passthrough"`
+	Processes int `json:"processes"`
+	shimCounts
 }
 
 func (s shimStats) String() string {
@@ -182,20 +196,11 @@ func parseDumps(data []byte) ([]shimDump, error) {
 
 // sumDumps sums the counters of the processes whose executable matches exe.
 func sumDumps(ds []shimDump, exe *regexp.Regexp) shimStats {
-	s := shimStats{Passthrough: map[string]uint64{}}
+	s := shimStats{shimCounts: shimCounts{Passthrough: map[string]uint64{}}}
 	for _, d := range ds {
-		if !exe.MatchString(d.Exe) {
-			continue
-		}
-		s.Processes++
-		s.AtomicWrites += d.AtomicWrites
-		s.AtomicBytes += d.AtomicBytes
-		s.UringAtomic += d.UringAtomic
-		s.AioAtomic += d.AioAtomic
-		s.WriteErrors += d.WriteErrors
-		s.StrictFailures += d.StrictFailures
-		for k, v := range d.Passthrough {
-			s.Passthrough[k] += v
+		if exe.MatchString(d.Exe) {
+			s.Processes++
+			s.add(d.shimCounts)
 		}
 	}
 	return s
@@ -235,4 +240,19 @@ func (e *env) shimCounters(ctx context.Context, pod, container string, exe *rege
 			d.PID, d.Exe, d.Why, d.AtomicWrites, d.Passthrough["unaligned"], d.Passthrough["fs_not_atomic"])
 	}
 	return sumDumps(ds, exe), nil
+}
+
+// pageWritesAtomic runs activity (which makes the database write pages)
+// and checks in the shim's counters of the processes matching exe that the
+// writes went atomic, with no write error and no strict failure.
+func (e *env) pageWritesAtomic(ctx context.Context, pod, container, db string, exe *regexp.Regexp, activity func() error) error {
+	stats, err := e.shimCounters(ctx, pod, container, exe, activity)
+	if err != nil {
+		return fail("cannot read the shim counters: %v", err)
+	}
+	fmt.Printf("shim counters (summed over processes): %s\n", stats)
+	if !stats.wentAtomic() {
+		return fail("%s's page writes did not go atomic: %s", db, stats)
+	}
+	return nil
 }
