@@ -29,14 +29,11 @@ func cmdCSI(endpoint string, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ctrl, node, ctx, done, err := dialCSI(endpoint, 10*time.Minute)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	ctrl, node := csi.NewControllerClient(conn), csi.NewNodeClient(conn)
+	defer done()
 	mount := &csi.VolumeCapability{
 		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "ext4"}},
 		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
@@ -52,22 +49,7 @@ func cmdCSI(endpoint string, args []string) error {
 	}
 	vol := cv.GetVolume()
 	fmt.Printf("csi created=%s capacity=%d\n", vol.GetVolumeId(), vol.GetCapacityBytes())
-	staging := filepath.Join(*dir, "staging")
-	if err := os.MkdirAll(staging, 0o750); err != nil {
-		return err
-	}
-	_, err = node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
-		VolumeId: vol.GetVolumeId(), StagingTargetPath: staging, VolumeCapability: mount,
-		VolumeContext: vol.GetVolumeContext(),
-	})
-	if err != nil {
-		return fmt.Errorf("NodeStageVolume: %w", err)
-	}
-	probe := filepath.Join(staging, "vm-csi-probe")
-	if err := os.WriteFile(probe, nil, 0o600); err != nil {
-		return err
-	}
-	st, err := statx(probe)
+	staging, probe, st, err := stageAndProbe(ctx, node, vol, mount, *dir, "vm-csi-probe")
 	if err != nil {
 		return err
 	}
@@ -107,4 +89,44 @@ func cmdCSI(endpoint string, args []string) error {
 	}
 	fmt.Println("csi deleted")
 	return nil
+}
+
+// dialCSI connects to the plugin's socket and returns its controller and
+// node clients with a context bounded by timeout; done closes both.
+func dialCSI(endpoint string, timeout time.Duration) (csi.ControllerClient, csi.NodeClient, context.Context, func(), error) {
+	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	done := func() {
+		cancel()
+		_ = conn.Close()
+	}
+	return csi.NewControllerClient(conn), csi.NewNodeClient(conn), ctx, done, nil
+}
+
+// stageAndProbe stages vol at DIR/staging, creates an empty file named
+// probeName on the staged filesystem and reads its atomic limits with
+// statx. The probe is left for the caller to remove.
+func stageAndProbe(ctx context.Context, node csi.NodeClient, vol *csi.Volume, mount *csi.VolumeCapability, dir, probeName string) (staging, probe string, st statxResult, err error) {
+	staging = filepath.Join(dir, "staging")
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		return "", "", statxResult{}, err
+	}
+	if _, err := node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
+		VolumeId: vol.GetVolumeId(), StagingTargetPath: staging, VolumeCapability: mount,
+		VolumeContext: vol.GetVolumeContext(),
+	}); err != nil {
+		return "", "", statxResult{}, fmt.Errorf("NodeStageVolume: %w", err)
+	}
+	probe = filepath.Join(staging, probeName)
+	if err := os.WriteFile(probe, nil, 0o600); err != nil {
+		return "", "", statxResult{}, err
+	}
+	st, err = statx(probe)
+	if err != nil {
+		return "", "", statxResult{}, err
+	}
+	return staging, probe, st, nil
 }

@@ -1,18 +1,14 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -45,14 +41,11 @@ func cmdPlace(endpoint string, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ctrl, node, ctx, done, err := dialCSI(endpoint, 10*time.Minute)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	ctrl, node := csi.NewControllerClient(conn), csi.NewNodeClient(conn)
+	defer done()
 
 	info, err := node.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
 	if err != nil {
@@ -89,20 +82,7 @@ func cmdPlace(endpoint string, args []string) error {
 	}
 	vol := cv.GetVolume()
 	fmt.Printf("place create code=OK id=%s\n", vol.GetVolumeId())
-	staging := filepath.Join(*dir, "staging")
-	if err := os.MkdirAll(staging, 0o750); err != nil {
-		return err
-	}
-	if _, err := node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
-		VolumeId: vol.GetVolumeId(), StagingTargetPath: staging, VolumeCapability: mount, VolumeContext: vol.GetVolumeContext(),
-	}); err != nil {
-		return fmt.Errorf("NodeStageVolume: %w", err)
-	}
-	probe := filepath.Join(staging, "vm-place-probe")
-	if err := os.WriteFile(probe, nil, 0o600); err != nil {
-		return err
-	}
-	st, err := statx(probe)
+	staging, probe, st, err := stageAndProbe(ctx, node, vol, mount, *dir, "vm-place-probe")
 	if err != nil {
 		return err
 	}
@@ -121,13 +101,11 @@ func cmdDelete(endpoint string, args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("csi-delete SOCKET VOLUME_ID")
 	}
-	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ctrl, _, ctx, done, err := dialCSI(endpoint, 5*time.Minute)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	_, err = csi.NewControllerClient(conn).DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: args[0]})
+	defer done()
+	_, err = ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: args[0]})
 	return err
 }
