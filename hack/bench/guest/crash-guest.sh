@@ -29,13 +29,8 @@ WALDEV=/dev/atomic1 WALMNT=/pgwal
 SHIM=/untorn/lib/glibc/libuntorn.so
 . "$(dirname "$0")/split-queue.sh"
 . "$(dirname "$0")/crash-volume.sh"
-up() { cut -d' ' -f1 /proc/uptime; }
-say() { echo "crash: $*"; }
+. "$(dirname "$0")/crash-cycle.sh"
 pg() { runuser -u postgres -- "$@"; }
-die() {
-	say "error: $*"
-	exit 1
-}
 
 case $ARM in
 stock) FPW=on SHIM_ENV="" ;;
@@ -147,13 +142,7 @@ if ! mount_volume "$VG" "$LV" "$FS" "$MNT"; then
 	say "cluster ready at $(up)s"
 	start_pg "$MNT/pg.log" || die "PostgreSQL did not start"
 else
-	# shellcheck disable=SC1090
-	. "$STATE"
-	CRASH_AFTER=$(cat "$MNT/crash-after" 2>/dev/null)
-	cycle=$((cycle + 1))
-	after_crash "$cycle"
-	[ "$REC" = yes ] && recovered=$((recovered + 1))
-	[ "$BAD" -gt 0 ] 2>/dev/null && torn=$((torn + BAD))
+	next_cycle
 	if [ "$REC" != yes ]; then
 		# A cluster that cannot recover is lost; the next cycles need one.
 		say "recovery failed: rebuilding the cluster"
@@ -164,8 +153,7 @@ else
 	fi
 	if [ "$(pg psql -h /run/postgresql -Atc 'select 1' postgres 2>/dev/null)" != 1 ]; then
 		say "cycle $cycle left the cluster unusable; stopping"
-		echo "cycle=$cycle torn=$torn recovered=$recovered" >"$STATE"
-		sync
+		save_cycle
 		exit 0
 	fi
 	if [ "$REC" = yes ] && { [ "$BAD" != 0 ] || [ "$AMC" != ok ]; }; then
@@ -173,8 +161,7 @@ else
 		say "re-creating the pgbench tables after damage"
 		pg pgbench -h /run/postgresql -i -q -s "$SCALE" postgres >/dev/null 2>&1
 	fi
-	echo "cycle=$cycle torn=$torn recovered=$recovered" >"$STATE"
-	sync
+	save_cycle
 	if [ "$cycle" -ge "$CYCLES" ]; then
 		say "done: $cycle cycles, $torn pages with checksum failures, $recovered recoveries"
 		echo "CRASH_DONE arm=$ARM cycles=$cycle torn=$torn recovered=$recovered"
@@ -193,23 +180,8 @@ else
 fi
 
 # --- load, then crash at a random moment with no sync
-CRASH_AFTER=$((10 + RANDOM % 21))
-echo "$CRASH_AFTER" >"$MNT/crash-after"
-sync
+pick_crash_after
 pg pgbench -h /run/postgresql -c 4 -j 2 -T 3600 -n postgres >/dev/null 2>&1 &
 say "pgbench running; crashing in ${CRASH_AFTER}s (uptime $(up)s)"
 sleep "$CRASH_AFTER"
-# Then crash the moment the disk is busy writing (its queue full when the
-# queue is split), within 10 s: a crash between two writebacks finds
-# nothing half written and would prove nothing.
-nvme=$(basename "$(readlink -f /dev/atomic0)")
-want=1
-[ "$SPLIT" = 0 ] || want=4
-end=$((SECONDS + 10))
-while [ $SECONDS -lt $end ]; do
-	read -r _ w <"/sys/block/$nvme/inflight"
-	[ "$w" -ge $want ] && break
-done
-echo b >/proc/sysrq-trigger
-sleep 60
-die "sysrq b did not reset the guest"
+crash_when_busy

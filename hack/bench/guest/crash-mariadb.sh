@@ -38,12 +38,7 @@ SHIM=/untorn/lib/glibc/libuntorn.so
 ROWS=$((SCALE * 100000))
 . "$(dirname "$0")/split-queue.sh"
 . "$(dirname "$0")/crash-volume.sh"
-up() { cut -d' ' -f1 /proc/uptime; }
-say() { echo "crash: $*"; }
-die() {
-	say "error: $*"
-	exit 1
-}
+. "$(dirname "$0")/crash-cycle.sh"
 
 case $ARM in
 stock) DW=ON SHIM_ENV=() ;;
@@ -211,13 +206,7 @@ if ! mount_volume "$VG" "$LV" "$FS" "$MNT"; then
 	say "instance ready at $(up)s"
 	start_db || die "MariaDB did not start"
 else
-	# shellcheck disable=SC1090
-	. "$STATE"
-	CRASH_AFTER=$(cat "$MNT/crash-after" 2>/dev/null)
-	cycle=$((cycle + 1))
-	after_crash "$cycle"
-	[ "$REC" = yes ] && recovered=$((recovered + 1))
-	[ "$BAD" -gt 0 ] 2>/dev/null && torn=$((torn + BAD))
+	next_cycle
 	if [ "$REC" != yes ]; then
 		# An instance that cannot recover is lost; the next cycles need one.
 		say "recovery failed: rebuilding the instance"
@@ -228,8 +217,7 @@ else
 		say "re-creating the load table after damage"
 		make_table || die "re-creating the load table failed"
 	fi
-	echo "cycle=$cycle torn=$torn recovered=$recovered" >"$STATE"
-	sync
+	save_cycle
 	if [ "$cycle" -ge "$CYCLES" ]; then
 		say "done: $cycle cycles, $torn corrupted pages, $recovered recoveries"
 		echo "CRASH_DONE arm=$ARM cycles=$cycle torn=$torn recovered=$recovered"
@@ -241,19 +229,12 @@ else
 fi
 
 # --- load, then crash at a random moment with no sync
-CRASH_AFTER=$((10 + RANDOM % 21))
-echo "$CRASH_AFTER" >"$MNT/crash-after"
-sync
+pick_crash_after
 for _ in 1 2 3 4; do
 	sql w -e "CALL churn($ROWS)" >/dev/null 2>&1 &
 done
 say "load running; crashing in ${CRASH_AFTER}s (uptime $(up)s)"
 sleep "$CRASH_AFTER"
-# Then crash the moment the disk is busy writing (its queue full when the
-# queue is split), within 10 s.
-nvme=$(basename "$(readlink -f /dev/atomic0)")
-want=1
-[ "$SPLIT" = 0 ] || want=4
 if [ -n "${STATS:-}" ]; then
 	# The running server's counters: its page writes went out atomic on
 	# the write path under test (it dumps them within a second or two).
@@ -261,11 +242,4 @@ if [ -n "${STATS:-}" ]; then
 	sleep 3
 	shim_counters CRASH_SHIM_LIVE "the running server, before the crash"
 fi
-end=$((SECONDS + 10))
-while [ $SECONDS -lt $end ]; do
-	read -r _ w <"/sys/block/$nvme/inflight"
-	[ "$w" -ge $want ] && break
-done
-echo b >/proc/sysrq-trigger
-sleep 60
-die "sysrq b did not reset the guest"
+crash_when_busy
