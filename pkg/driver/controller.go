@@ -198,18 +198,14 @@ func (d *Driver) validateVolumeCapabilities(ctx context.Context, req *csi.Valida
 	if len(caps) == 0 {
 		return nil, fmt.Errorf("%w: volume capabilities are required", ErrInvalidArgument)
 	}
-	vol, err := d.getVolume(ctx, id)
+	vol, err := d.lookupVolume(ctx, id)
 	if err != nil {
 		return nil, err
-	}
-	spec, err := specOf(vol.Meta)
-	if err != nil {
-		return nil, fmt.Errorf("volume %s: stored class: %w", id, err)
 	}
 	if err := checkCapabilities(caps); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 	}
-	if err := spec.checkFSType(caps...); err != nil {
+	if err := vol.spec.checkFSType(caps...); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 	}
 	if len(req.GetParameters()) > 0 {
@@ -217,7 +213,7 @@ func (d *Driver) validateVolumeCapabilities(ctx context.Context, req *csi.Valida
 		if err != nil {
 			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 		}
-		if err := compatible(vol, vol.Meta[metaName], asked, nil); err != nil {
+		if err := compatible(vol.BackendVolume, vol.Meta[metaName], asked, nil); err != nil {
 			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 		}
 	}

@@ -44,13 +44,9 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 			paths[f.name] = c
 		}
 	}
-	vol, err := d.getVolume(ctx, id)
+	vol, err := d.lookupVolume(ctx, id)
 	if err != nil {
 		return nil, err
-	}
-	spec, err := specOf(vol.Meta)
-	if err != nil {
-		return nil, fmt.Errorf("volume %s: stored class: %w", id, err)
 	}
 	health := &csi.VolumeHealth{VolumeId: id}
 	resp := &csi.NodeGetVolumeHealthResponse{VolumeHealth: health}
@@ -90,7 +86,7 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 		}
 	}
 	if st.Verified.Atomic {
-		if err := d.reverify(ctx, vol, spec, st); err != nil {
+		if err := d.reverify(ctx, vol.BackendVolume, vol.spec, st); err != nil {
 			bad(csi.VolumeHealthErrorType_DEGRADED, healthAtomicNotVerified,
 				fmt.Sprintf("atomic writes of %d bytes no longer verify: %v", st.Unit, err))
 		}

@@ -49,6 +49,20 @@ func (d *Driver) getVolume(ctx context.Context, id string) (BackendVolume, error
 	return d.backend.Get(ctx, id)
 }
 
+// lookupVolume looks a volume up as getVolume does and reads its class
+// from its metadata.
+func (d *Driver) lookupVolume(ctx context.Context, id string) (volume, error) {
+	bv, err := d.getVolume(ctx, id)
+	if err != nil {
+		return volume{}, err
+	}
+	spec, err := specOf(bv.Meta)
+	if err != nil {
+		return volume{}, fmt.Errorf("volume %s: stored class: %w", id, err)
+	}
+	return volume{BackendVolume: bv, spec: spec}, nil
+}
+
 // lockVolume takes the volume's in-flight lock and looks the volume up,
 // with its class, under it; on success the caller runs release when done.
 func (d *Driver) lockVolume(ctx context.Context, id string) (volume, func(), error) {
@@ -56,17 +70,12 @@ func (d *Driver) lockVolume(ctx context.Context, id string) (volume, func(), err
 	if err != nil {
 		return volume{}, nil, err
 	}
-	bv, err := d.getVolume(ctx, id)
+	vol, err := d.lookupVolume(ctx, id)
 	if err != nil {
 		release()
 		return volume{}, nil, err
 	}
-	spec, err := specOf(bv.Meta)
-	if err != nil {
-		release()
-		return volume{}, nil, fmt.Errorf("volume %s: stored class: %w", id, err)
-	}
-	return volume{BackendVolume: bv, spec: spec}, release, nil
+	return vol, release, nil
 }
 
 // lockPath checks the volume ID and the node path of a call that only
