@@ -12,12 +12,7 @@ lvm pvcreate -q -y "$D" >/dev/null
 lvm vgcreate -q "$VG" "$D" >/dev/null
 lvm vgs -o vg_name,vg_size,vg_extent_size,pv_count "$VG"
 
-untorn-csi --mode=all --endpoint "unix://$SOCK" --node-id untorn-vm --backend=lvm \
-	--volume-group "$VG" --state-dir /var/lib/untorn -v=4 >/tmp/csi.log 2>&1 &
-CSI=$!
-trap 'kill $CSI 2>/dev/null; wait $CSI 2>/dev/null' EXIT
-for _ in $(seq 600); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || { tail -20 /tmp/csi.log; fail "untorn-csi did not open $SOCK"; }
+start_csi_lvm "$VG" "$SOCK"
 
 section "one volume the way kubelet drives it: stage, limits, expand"
 vmtool csi "$SOCK" --unit 16Ki --size $((256 << 20)) --expand-to $((512 << 20)) | tee /tmp/csi-check.out ||

@@ -64,3 +64,16 @@ wait_for() {
 }
 
 section() { printf '== %s\n' "$*"; }
+
+# start_csi_lvm VG SOCK: untorn-csi (controller and node) on the LVM backend
+# over volume group VG, serving SOCK, its log in /tmp/csi.log; stopped when
+# the test exits ($CSI is its PID). Returns once SOCK is open.
+start_csi_lvm() {
+	local _
+	untorn-csi --mode=all --endpoint "unix://$2" --node-id untorn-vm --backend=lvm \
+		--volume-group "$1" --state-dir /var/lib/untorn -v=4 >/tmp/csi.log 2>&1 &
+	CSI=$!
+	trap 'kill $CSI 2>/dev/null; wait $CSI 2>/dev/null' EXIT
+	for _ in $(seq 600); do [ -S "$2" ] && break; sleep 0.1; done
+	[ -S "$2" ] || { tail -20 /tmp/csi.log; fail "untorn-csi did not open $2"; }
+}

@@ -23,12 +23,7 @@ lvm pvs -o pv_name,vg_name,pv_size,pv_free,pe_start "$SMALL" "$BIG"
 free_of() { lvm pvs --noheadings --units b --nosuffix -o pv_free "$1" | tr -d ' '; }
 FREE_BIG=$(free_of "$BIG") FREE_SMALL=$(free_of "$SMALL")
 
-untorn-csi --mode=all --endpoint "unix://$SOCK" --node-id untorn-vm --backend=lvm \
-	--volume-group "$VG" --state-dir /var/lib/untorn -v=4 >/tmp/csi.log 2>&1 &
-CSI=$!
-trap 'kill $CSI 2>/dev/null; wait $CSI 2>/dev/null' EXIT
-for _ in $(seq 600); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || { tail -20 /tmp/csi.log; fail "untorn-csi did not open $SOCK"; }
+start_csi_lvm "$VG" "$SOCK"
 
 # place NAME PARAM...: vmtool csi-place with those class parameters
 place() {
