@@ -119,17 +119,7 @@ func TestLVMPlacesOnCapablePVs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := &lvmModel{t: t, lvs: map[string][]string{}, size: map[string]string{}}
-			fe := m.exec(16)
-			dir := t.TempDir()
-			d, err := New(Options{
-				Mode: ModeAll, Endpoint: "unix://" + dir + "/csi.sock", NodeID: "node-1", Backend: "lvm", VolumeGroup: "vg0",
-				SysfsRoot: "/sys", StateDir: dir + "/state", ShimDir: dir + "/shim",
-			}, Deps{Backend: NewLVMBackend("vg0", fe), Mounter: mount.NewSafeFormatAndMount(mount.NewFakeMounter(nil), fe),
-				Exec: fe, Atomic: &modelAtomic{sysfs: fixtureSysfs(t)}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			d, m := newLVMModelDriver(t)
 			ctx := context.Background()
 			r, err := d.GetCapacity(ctx, &csi.GetCapacityRequest{Parameters: tc.params})
 			if err != nil || r.GetAvailableCapacity() != tc.capacity {
@@ -155,9 +145,11 @@ func TestLVMPlacesOnCapablePVs(t *testing.T) {
 	}
 }
 
-// TestLVMExpandStaysOnCapablePVs: growing an LV of a class only some PVs
-// can serve extends it onto those PVs only (lvextend ... PV...).
-func TestLVMExpandStaysOnCapablePVs(t *testing.T) {
+// newLVMModelDriver is a driver (controller and node) on the LVM backend
+// over volume group vg0, its commands answered by a new lvmModel and its
+// atomic limits read from the sysfs fixture.
+func newLVMModelDriver(t *testing.T) (*Driver, *lvmModel) {
+	t.Helper()
 	m := &lvmModel{t: t, lvs: map[string][]string{}, size: map[string]string{}}
 	fe := m.exec(16)
 	dir := t.TempDir()
@@ -169,6 +161,13 @@ func TestLVMExpandStaysOnCapablePVs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d, m
+}
+
+// TestLVMExpandStaysOnCapablePVs: growing an LV of a class only some PVs
+// can serve extends it onto those PVs only (lvextend ... PV...).
+func TestLVMExpandStaysOnCapablePVs(t *testing.T) {
+	d, m := newLVMModelDriver(t)
 	ctx := context.Background()
 	resp, err := d.CreateVolume(ctx, createReq("pvc-1", 1<<30, map[string]string{"fsType": "ext4", "atomicWriteUnit": "64Ki"}))
 	if err != nil {
