@@ -80,6 +80,15 @@ func dirNames(t *testing.T, dir string) []string {
 	return out
 }
 
+// wantNoRecord fails t when loopDir still holds a record of volume id after
+// what.
+func wantNoRecord(t *testing.T, what, loopDir, id string) {
+	t.Helper()
+	if _, err := os.Lstat(filepath.Join(loopDir, id+".json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left the volume's record: %v", what, err)
+	}
+}
+
 func wantCode(t *testing.T, what string, err error, want codes.Code) {
 	t.Helper()
 	if got := status.Code(err); got != want {
@@ -169,9 +178,7 @@ func TestLoopSymlinkImageNeverFollowed(t *testing.T) {
 	_, err := d.CreateVolume(ctx, createReq("pvc-symlink", 64<<20, loopClass))
 	wantCode(t, "CreateVolume over a symlink", err, codes.AlreadyExists)
 	checkVictim("create")
-	if _, err := os.Lstat(filepath.Join(loopDir, id+".json")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a refused create left a record: %v", err)
-	}
+	wantNoRecord(t, "a refused create", loopDir, id)
 	_, err = d.DeleteVolume(ctx, deleteReq(id))
 	wantCode(t, "DeleteVolume", err, codes.OK)
 	checkVictim("delete")
@@ -208,9 +215,7 @@ func TestLoopSymlinkImageNeverFollowed(t *testing.T) {
 	if fi, err := os.Lstat(img); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 		t.Errorf("the symlink at the image path was removed or changed: %v %v", fi, err)
 	}
-	if _, err := os.Lstat(filepath.Join(loopDir, sid+".json")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the driver's own record was kept: %v", err)
-	}
+	wantNoRecord(t, "DeleteVolume", loopDir, sid)
 }
 
 // TestLoopDeleteKeepsImageOfBusyLoopDevice: when a loop device of the
@@ -274,9 +279,7 @@ func TestLoopDirectoryAndDeviceAtImagePath(t *testing.T) {
 		if !strings.Contains(err.Error(), img) {
 			t.Errorf("%s: error %q does not name %s", name, err, img)
 		}
-		if _, err := os.Lstat(filepath.Join(loopDir, id+".json")); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s: a refused create left a record: %v", name, err)
-		}
+		wantNoRecord(t, name+": a refused create", loopDir, id)
 		_, err = d.DeleteVolume(ctx, deleteReq(id))
 		wantCode(t, name+": DeleteVolume", err, codes.OK)
 		if _, err := os.Lstat(img); err != nil {

@@ -176,9 +176,7 @@ func TestLoopResumesOnlyItsOwnInterruptedCreate(t *testing.T) {
 	if got, err := os.ReadFile(img); err != nil || !bytes.Equal(got, foreign) {
 		t.Fatalf("foreign image after resume and delete: %q %v", got, err)
 	}
-	if _, err := os.Lstat(filepath.Join(loopDir, id+".json")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the driver's own record was kept: %v", err)
-	}
+	wantNoRecord(t, "DeleteVolume", loopDir, id)
 }
 
 // TestLoopRecordWithoutIdentity: records written before image identities
