@@ -1,15 +1,47 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2154 # $work is set by the script that sources this
 # Sourced by the database benchmarks (hack/bench/pgbench.sh, sysbench.sh)
-# after they cd to the repository root and set $work: the planner's XFS
-# format, arm order, medians, ratios, per-second throughput statistics and
-# the SVG plot.
+# after they cd to the repository root and set $work: argument checks, the
+# tools, the planner's XFS format, the loop devices' release, arm order,
+# medians, ratios, per-second throughput statistics, the SVG plot and the
+# kept results.
 export PATH=/usr/local/go/bin:$PATH
 
-# bench_tools: builds untornctl (the planner) and the plotter into $work.
+# bench_positive NAME N...: exits 2 with NAME's complaint unless every N is
+# a positive whole number.
+bench_positive() {
+	local name=$1 n
+	shift
+	for n in "$@"; do
+		[[ $n =~ ^[1-9][0-9]*$ ]] || { echo "$name: '$n' is not a positive whole number" >&2; exit 2; }
+	done
+}
+
+# bench_require_root NAME: exits 2 unless run as root.
+bench_require_root() {
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "$1: run as root (loop devices, mkfs, mount)" >&2
+		exit 2
+	fi
+}
+
+# bench_tools: builds the shim (glibc build, its library in $lib), untornctl
+# (the planner) and the plotter into $work.
 bench_tools() {
+	echo "== building the shim, the planner and the plotter"
+	nice make -s -C pkg/atomic/shim OUT="$work/shim" glibc >/dev/null
+	# shellcheck disable=SC2034 # lib: used by the script that sources this
+	lib=$work/shim/glibc/libuntorn.so
 	nice go build -o "$work/untornctl" ./cmd/untornctl
 	nice go build -o "$work/plot" ./hack/bench/plot
+}
+
+# bench_release: unmounts every path in $mounts (lazily if it is busy) and
+# detaches every loop device in $loops; for the benchmarks' exit trap.
+bench_release() {
+	local m l
+	for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m"; done
+	for l in "${loops[@]}"; do losetup -d "$l"; done
 }
 
 # bench_mkfs_xfs DEV UNIT: formats DEV (a loop device this script just made
@@ -81,6 +113,15 @@ bench_series_stats() {
 		END {if (n < 2 || s == 0) {print "cv=nan worst_tps=nan"; exit}
 			mean = s/n; v = q/n - mean*mean; if (v < 0) v = 0
 			printf "cv=%.3f worst_tps=%.1f\n", sqrt(v)/mean, m}' "$1" "$1"
+}
+
+# bench_keep DIR: copies the results and the per-second series to DIR
+# (nothing when DIR is empty).
+bench_keep() {
+	[ -n "$1" ] || return 0
+	mkdir -p "$1"
+	cp -a "$work/results" "$work/series" "$1/"
+	echo "kept: $1/results, $1/series"
 }
 
 # bench_plot OUT TITLE SUBTITLE RESULTS SERIES_DIR ARMS [SELECTOR]: one SVG of

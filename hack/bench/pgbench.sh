@@ -51,6 +51,7 @@
 #          [--keep DIR]   (DIR: every run's line and per-second series kept)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=SCRIPTDIR/lib.sh
 . hack/bench/lib.sh
 
 profile=default
@@ -83,13 +84,9 @@ for a in ${arms//,/ }; do
 		echo "pgbench.sh: unknown arm $a (stock, fpw-off, untorn, direct, untorn-wal)" >&2; exit 2 ;;
 	esac
 done
-for n in "$rounds" "$duration" "$scale" "$clients" ${sweep//,/ }; do
-	[[ $n =~ ^[1-9][0-9]*$ ]] || { echo "pgbench.sh: '$n' is not a positive whole number" >&2; exit 2; }
-done
-if [ "$(id -u)" -ne 0 ]; then
-	echo "pgbench.sh: run as root (loop devices, mkfs, mount)" >&2
-	exit 2
-fi
+# shellcheck disable=SC2086 # ${sweep//,/ }: one word a client count
+bench_positive pgbench.sh "$rounds" "$duration" "$scale" "$clients" ${sweep//,/ }
+bench_require_root pgbench.sh
 pgbin=/usr/lib/postgresql/15/bin
 [ -x $pgbin/postgres ] || { echo "pgbench.sh: postgresql-15 is not installed" >&2; exit 2; }
 svg=${svg:-${TMPDIR:-/tmp}/untorn-pgbench-$profile.svg}
@@ -105,15 +102,11 @@ cleanup() {
 	if [ -f "$work/tmpl/data/postmaster.pid" ]; then
 		runuser -u postgres -- $pgbin/pg_ctl stop -D "$work/tmpl/data" -m immediate -w >/dev/null 2>&1
 	fi
-	for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m"; done
-	for l in "${loops[@]}"; do losetup -d "$l"; done
+	bench_release
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-echo "== building the shim, the planner and the plotter"
-nice make -s -C pkg/atomic/shim OUT="$work/shim" glibc >/dev/null
-lib=$work/shim/glibc/libuntorn.so
 bench_tools
 
 # newvol NAME SIZE: a fresh loop device ($dev) on a sparse file, formatted
@@ -236,11 +229,7 @@ bench_plot "$svg" "PostgreSQL 15 pgbench: transactions per second, each arm's me
 	"profile $profile: scale $scale, $c clients, ${duration}s, checkpoint_timeout=$ckpt, full_page_writes on (stock) or off" "$work/results" "$work/series" "$arms" "clients=$c " && echo "plot: $svg"
 echo "== all runs"
 cat "$work/results"
-if [ -n "$keep" ]; then
-	mkdir -p "$keep"
-	cp -a "$work/results" "$work/series" "$keep/"
-	echo "kept: $keep/results, $keep/series"
-fi
+bench_keep "$keep"
 if [ -n "$sweep" ]; then
 	col() { # col ARM: the ratios against stock per client count, comma-separated
 		local c out=

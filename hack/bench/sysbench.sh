@@ -44,6 +44,7 @@
 #          [--keep DIR]   (DIR: every run's line and per-second series kept)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=SCRIPTDIR/lib.sh
 . hack/bench/lib.sh
 
 profile=default
@@ -77,13 +78,8 @@ done
 for w in ${workloads//,/ }; do
 	[ -f "/usr/share/sysbench/$w.lua" ] || { echo "sysbench.sh: unknown workload $w (see /usr/share/sysbench)" >&2; exit 2; }
 done
-for n in "$rounds" "$duration" "$tables" "$tsize" "$threads"; do
-	[[ $n =~ ^[1-9][0-9]*$ ]] || { echo "sysbench.sh: '$n' is not a positive whole number" >&2; exit 2; }
-done
-if [ "$(id -u)" -ne 0 ]; then
-	echo "sysbench.sh: run as root (loop devices, mkfs, mount)" >&2
-	exit 2
-fi
+bench_positive sysbench.sh "$rounds" "$duration" "$tables" "$tsize" "$threads"
+bench_require_root sysbench.sh
 for p in sysbench mariadbd mariadb-install-db mariadb-admin; do
 	command -v $p >/dev/null || { echo "sysbench.sh: $p is not installed (hack/deps/bench.txt: sysbench, mariadb-server)" >&2; exit 2; }
 done
@@ -103,15 +99,11 @@ stop_server() {
 cleanup() {
 	set +e
 	if [ -n "$mpid" ]; then kill -KILL "$mpid" 2>/dev/null; wait "$mpid"; fi
-	for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m"; done
-	for l in "${loops[@]}"; do losetup -d "$l"; done
+	bench_release
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-echo "== building the shim, the planner and the plotter"
-nice make -s -C pkg/atomic/shim OUT="$work/shim" glibc >/dev/null
-lib=$work/shim/glibc/libuntorn.so
 bench_tools
 mkdir -p "$work/run" "$work/tmpl" "$work/data" "$work/logs" "$work/series"
 chown mysql: "$work/run" "$work/tmpl"
@@ -233,11 +225,7 @@ for w in ${workloads//,/ }; do
 done
 echo "== all runs"
 cat "$work/results"
-if [ -n "$keep" ]; then
-	mkdir -p "$keep"
-	cp -a "$work/results" "$work/series" "$keep/"
-	echo "kept: $keep/results, $keep/series"
-fi
+bench_keep "$keep"
 i=0
 for w in ${workloads//,/ }; do echo "workload=$w ${lines[$i]}"; i=$((i + 1)); done
 echo "${lines[0]}"
