@@ -62,6 +62,7 @@ fi
 in_chroot() {
 	local r=$1
 	shift
+	# shellcheck disable=SC2016 # the inner sh expands $r and $@, not this one
 	unshare --mount --propagation private -- /bin/sh -ec '
 		r=$1; shift
 		mount -t proc proc "$r/proc"

@@ -44,6 +44,7 @@ untorn)
 esac
 
 start_pg() { # start_pg LOGFILE: with the arm's settings (and shim)
+	# shellcheck disable=SC2086 # SHIM_ENV: NAME=VALUE words, split on purpose
 	pg env $SHIM_ENV pg_ctl -D "$DATA" -w -t 1200 -l "$1" \
 		-o "-k /run/postgresql -c listen_addresses='' -c full_page_writes=$FPW" start >/dev/null
 }
@@ -51,7 +52,7 @@ start_pg() { # start_pg LOGFILE: with the arm's settings (and shim)
 first_boot() {
 	make_volume /dev/atomic0 "$VG" "$LV" 3G "$FS" 8Ki "$MNT" || die "the data volume ($FS) could not be built"
 	mkdir -p "$MNT/shim-stats" "$WALMNT"
-	mkfs.ext4 -q -F "$WALDEV" && mount -t ext4 "$WALDEV" "$WALMNT" || die "WAL volume setup failed"
+	{ mkfs.ext4 -q -F "$WALDEV" && mount -t ext4 "$WALDEV" "$WALMNT"; } || die "WAL volume setup failed"
 	chown postgres: "$MNT" "$MNT/shim-stats" "$WALMNT"
 	make_cluster
 	echo "cycle=0 torn=0 recovered=0" >"$STATE"

@@ -26,7 +26,7 @@ set -euo pipefail
 export PATH=/untorn/bin:$PATH DM_DISABLE_UDEV=1
 SPLIT=${1:-0} FS=${2:-raw}
 SLOT=65536
-GEOM="--slot $SLOT --slots 1024"
+GEOM=(--slot "$SLOT" --slots 1024)
 SHIM=/untorn/lib/glibc/libuntorn.so
 . "$(dirname "$0")/split-queue.sh"
 . "$(dirname "$0")/crash-volume.sh"
@@ -45,8 +45,8 @@ else
 		FRESH=1
 	fi
 fi
-vmtool tear-check "$TARGET" $GEOM >/tmp/check.out
-vmtool tear-check "$TARGET" $GEOM --first 1024 --prefix plain >/tmp/plain.out
+vmtool tear-check "$TARGET" "${GEOM[@]}" >/tmp/check.out
+vmtool tear-check "$TARGET" "${GEOM[@]}" --first 1024 --prefix plain >/tmp/plain.out
 if [ "$FS" != raw ]; then
 	vmtool tear-check "$TARGET" --slot $SLOT --slots 512 --first 2048 --prefix group >/tmp/group.out
 	vmtool tear-check "$TARGET" --slot $SLOT --slots 512 --first 2560 --prefix bplain >/tmp/bplain.out
@@ -80,8 +80,8 @@ if { [ "$FS" = raw ] && grep -q 'whole=0 ' /tmp/check.out && grep -q 'torn=0 ' /
 	fi
 	# The plain writers reset the machine (with at least half of them in
 	# flight, so plain writes are cut mid-way); the atomic ones write on.
-	vmtool tear-write "$TARGET" $GEOM --writers 16 --reset-after 1h &
-	vmtool tear-write "$TARGET" $GEOM --first 1024 --prefix plain --plain --writers 16 --reset-after 8s
+	vmtool tear-write "$TARGET" "${GEOM[@]}" --writers 16 --reset-after 1h &
+	vmtool tear-write "$TARGET" "${GEOM[@]}" --first 1024 --prefix plain --plain --writers 16 --reset-after 8s
 	exit 1 # not reached: tear-write resets the machine
 fi
 echo "crash-model: second boot, checking ($FS)"

@@ -20,8 +20,8 @@ make_volume() {
 	esac
 	dev=$(readlink -f "$dev")
 	dd if=/dev/zero of="$dev" bs=1M count=4 conv=fsync status=none
-	lvm pvcreate -q -y -ff "$dev" >/dev/null && lvm vgcreate -q "$vg" "$dev" >/dev/null &&
-		lvm lvcreate -q -y -Zn -L "$size" -n "$lv" "$vg" >/dev/null || { echo "LVM setup on $dev failed" >&2; return 1; }
+	{ lvm pvcreate -q -y -ff "$dev" >/dev/null && lvm vgcreate -q "$vg" "$dev" >/dev/null &&
+		lvm lvcreate -q -y -Zn -L "$size" -n "$lv" "$vg" >/dev/null; } || { echo "LVM setup on $dev failed" >&2; return 1; }
 	plan=$(untornctl plan "/dev/$vg/$lv" --fs "$fstype" --unit "$unit" --json) || {
 		echo "untornctl plan refused /dev/$vg/$lv for $fstype, unit $unit" >&2
 		return 1

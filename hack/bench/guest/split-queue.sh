@@ -8,7 +8,7 @@ split_queue() {
 	local dev=$1 kib=$2 q
 	[ "$kib" != 0 ] || return 0
 	q=/sys/block/$(basename "$(readlink -f "$dev")")/queue
-	echo "$kib" >"$q/max_sectors_kb" && echo 4 >"$q/nr_requests" || {
+	{ echo "$kib" >"$q/max_sectors_kb" && echo 4 >"$q/nr_requests"; } || {
 		echo "cannot set $q/max_sectors_kb=$kib nr_requests=4" >&2
 		return 1
 	}
