@@ -131,6 +131,11 @@ render() { # template output
 cmd_build() {
 	local t0=$SECONDS
 	mkdir -p "$UNTORN_CACHE/logs"
+	# One build at a time: CI starts one in the background early
+	# (hack/prefetch.sh) and `up` waits for it, then finds everything cached.
+	# The lock is released before `up` starts the cluster's daemons.
+	exec 8>"$UNTORN_CACHE/.cluster-build.lock"
+	flock 8
 	# the root filesystems mostly wait for the mirror and the disk: build
 	# them while the Go builds use the CPUs
 	# (each root filesystem has its own directory and package cache, so the
@@ -156,6 +161,7 @@ cmd_build() {
 	done
 	[ $failed = 0 ] || die "image builds failed"
 	"$HERE/cluster/build-images.sh" sidecars
+	exec 8>&-
 	log "cached builds ready in $((SECONDS - t0))s (helm: $helm)"
 }
 

@@ -17,6 +17,10 @@ VM_CACHE=${UNTORN_CACHE:-/var/cache/untorn}/vm
 cmd_build() {
 	mkdir -p "$VM_CACHE"
 	local t0=$SECONDS rootpid
+	# One build at a time: CI starts one in the background early (hack/prefetch.sh)
+	# and the VM stage's own call waits for it, then finds the pieces cached.
+	exec 8>"$VM_CACHE/.build.lock"
+	flock 8
 	vm_resolve fresh
 	# The guest root and the QEMU chroot + kernel are independent downloads.
 	(build_root) &
@@ -28,6 +32,7 @@ cmd_build() {
 	build_root
 	log "cached pieces ready in $((SECONDS - t0))s"
 	build_binaries
+	exec 8>&-
 }
 
 case ${1:-} in
