@@ -9,6 +9,7 @@
 set -euo pipefail
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 VM_SRC=$(cd "$(dirname "$0")/vm" && pwd)
+# shellcheck disable=SC2034 # used by the sourced vm/build.sh and vm/run.sh
 REPO=$(cd "$VM_SRC/../.." && pwd)
 VM_CACHE=${UNTORN_CACHE:-/var/cache/untorn}/vm
 # shellcheck source=vm/build.sh

@@ -164,6 +164,7 @@ else
 	fi
 	save_cycle
 	if [ "$cycle" -ge "$CYCLES" ]; then
+		# shellcheck disable=SC2154 # torn and recovered come from the state file crash-cycle.sh reads
 		say "done: $cycle cycles, $torn pages with checksum failures, $recovered recoveries"
 		echo "CRASH_DONE arm=$ARM cycles=$cycle torn=$torn recovered=$recovered"
 		pg pg_ctl -D "$DATA" -m fast -w stop >/dev/null
