@@ -17,6 +17,42 @@ bench_positive() {
 	done
 }
 
+# bench_opt NAME OPTION VALUE: the options every benchmark takes (--rounds,
+# --duration, --arms, --svg, --keep) into the variables of those names; any
+# other option is NAME's complaint and exit 2. The caller shifts 2.
+# shellcheck disable=SC2034 # the sourcing script reads them
+bench_opt() {
+	local name=$1
+	case $2 in
+	--rounds) rounds=$3 ;;
+	--duration) duration=$3 ;;
+	--arms) arms=$3 ;;
+	--svg) svg=$3 ;;
+	--keep) keep=$3 ;;
+	--profile) echo "$name: --profile must come first" >&2; exit 2 ;;
+	*) echo "$name: unknown argument $2 (see the header of hack/bench/$name)" >&2; exit 2 ;;
+	esac
+}
+
+# bench_value NAME OPTION [VALUE...]: exits 2 unless OPTION has a value.
+bench_value() {
+	[ $# -ge 3 ] || { echo "$1: $2 needs a value" >&2; exit 2; }
+}
+
+# bench_arms NAME LIST ARM...: exits 2 unless every arm of the comma list
+# LIST is one of the ARMs.
+bench_arms() {
+	local name=$1 list=$2 a known
+	shift 2
+	known="$*"
+	for a in ${list//,/ }; do
+		case " $known " in
+		*" $a "*) ;;
+		*) echo "$name: unknown arm $a (${known// /, })" >&2; exit 2 ;;
+		esac
+	done
+}
+
 # bench_require_root NAME: exits 2 unless run as root.
 bench_require_root() {
 	if [ "$(id -u)" -ne 0 ]; then

@@ -65,25 +65,17 @@ esac
 separate=0 sweep='' svg='' keep=''
 arms=stock,fpw-off,untorn,direct
 while [ $# -gt 0 ]; do
+	if [ "$1" = --separate-wal ]; then separate=1; shift; continue; fi
+	bench_value pgbench.sh "$@"
 	case $1 in
-	--rounds) rounds=$2; shift 2 ;;
-	--duration) duration=$2; shift 2 ;;
-	--scale) scale=$2; shift 2 ;;
-	--clients) clients=$2; shift 2 ;;
-	--sweep) sweep=$2; shift 2 ;;
-	--separate-wal) separate=1; shift ;;
-	--arms) arms=$2; shift 2 ;;
-	--svg) svg=$2; shift 2 ;;
-	--keep) keep=$2; shift 2 ;;
-	--profile) echo "pgbench.sh: --profile must come first" >&2; exit 2 ;;
-	*) echo "pgbench.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
+	--scale) scale=$2 ;;
+	--clients) clients=$2 ;;
+	--sweep) sweep=$2 ;;
+	*) bench_opt pgbench.sh "$1" "$2" ;;
 	esac
+	shift 2
 done
-for a in ${arms//,/ }; do
-	case $a in stock|fpw-off|untorn|direct|untorn-wal) ;; *)
-		echo "pgbench.sh: unknown arm $a (stock, fpw-off, untorn, direct, untorn-wal)" >&2; exit 2 ;;
-	esac
-done
+bench_arms pgbench.sh "$arms" stock fpw-off untorn direct untorn-wal
 # shellcheck disable=SC2086 # ${sweep//,/ }: one word a client count
 bench_positive pgbench.sh "$rounds" "$duration" "$scale" "$clients" ${sweep//,/ }
 bench_require_root pgbench.sh

@@ -56,25 +56,17 @@ smoke) rounds=1 duration=4 tables=2 tsize=10000 threads=4 volsize=2G ;;
 esac
 arms=stock,dw-off,untorn,direct workloads=oltp_write_only,oltp_update_index svg='' keep=''
 while [ $# -gt 0 ]; do
+	bench_value sysbench.sh "$@"
 	case $1 in
-	--rounds) rounds=$2; shift 2 ;;
-	--duration) duration=$2; shift 2 ;;
-	--tables) tables=$2; shift 2 ;;
-	--table-size) tsize=$2; shift 2 ;;
-	--threads) threads=$2; shift 2 ;;
-	--workloads) workloads=$2; shift 2 ;;
-	--arms) arms=$2; shift 2 ;;
-	--svg) svg=$2; shift 2 ;;
-	--keep) keep=$2; shift 2 ;;
-	--profile) echo "sysbench.sh: --profile must come first" >&2; exit 2 ;;
-	*) echo "sysbench.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
+	--tables) tables=$2 ;;
+	--table-size) tsize=$2 ;;
+	--threads) threads=$2 ;;
+	--workloads) workloads=$2 ;;
+	*) bench_opt sysbench.sh "$1" "$2" ;;
 	esac
+	shift 2
 done
-for a in ${arms//,/ }; do
-	case $a in stock|dw-off|untorn|direct) ;; *)
-		echo "sysbench.sh: unknown arm $a (stock, dw-off, untorn, direct)" >&2; exit 2 ;;
-	esac
-done
+bench_arms sysbench.sh "$arms" stock dw-off untorn direct
 for w in ${workloads//,/ }; do
 	[ -f "/usr/share/sysbench/$w.lua" ] || { echo "sysbench.sh: unknown workload $w (see /usr/share/sysbench)" >&2; exit 2; }
 done

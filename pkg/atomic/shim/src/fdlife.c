@@ -137,6 +137,19 @@ static unsigned mode_arg(int flags, va_list ap)
 	return 0;
 }
 
+/* One body for every entry point: the next definition, else the plain
+ * variant's, else the raw system call. ARGS is the parenthesised argument
+ * list both take; RAW the system call that stands in for them. */
+#define UT_OPEN_BODY(next, alt, ARGS, RAW)                                              \
+	do {                                                                            \
+		ready();                                                                \
+		if (next)                                                               \
+			return opened(next ARGS);                                       \
+		if (alt)                                                                \
+			return opened(alt ARGS);                                        \
+		return opened(RAW);                                                     \
+	} while (0)
+
 #define UT_OPEN(name, next, alt)                                                        \
 	UT_EXPORT int name(const char *path, int flags, ...)                            \
 	{                                                                               \
@@ -144,12 +157,7 @@ static unsigned mode_arg(int flags, va_list ap)
 		va_start(ap, flags);                                                    \
 		unsigned m = mode_arg(flags, ap);                                       \
 		va_end(ap);                                                             \
-		ready();                                                                \
-		if (next)                                                               \
-			return opened(next(path, flags, m));                            \
-		if (alt)                                                                \
-			return opened(alt(path, flags, m));                             \
-		return opened(raw_openat(AT_FDCWD, path, flags, m));                   \
+		UT_OPEN_BODY(next, alt, (path, flags, m), raw_openat(AT_FDCWD, path, flags, m)); \
 	}
 #define UT_OPENAT(name, next, alt)                                                      \
 	UT_EXPORT int name(int dirfd, const char *path, int flags, ...)                 \
@@ -158,12 +166,7 @@ static unsigned mode_arg(int flags, va_list ap)
 		va_start(ap, flags);                                                    \
 		unsigned m = mode_arg(flags, ap);                                       \
 		va_end(ap);                                                             \
-		ready();                                                                \
-		if (next)                                                               \
-			return opened(next(dirfd, path, flags, m));                     \
-		if (alt)                                                                \
-			return opened(alt(dirfd, path, flags, m));                      \
-		return opened(raw_openat(dirfd, path, flags, m));                      \
+		UT_OPEN_BODY(next, alt, (dirfd, path, flags, m), raw_openat(dirfd, path, flags, m)); \
 	}
 
 UT_OPEN(open, ut_real.open, ut_real.open)
@@ -171,42 +174,27 @@ UT_OPEN(open64, ut_real.open64, ut_real.open)
 UT_OPENAT(openat, ut_real.openat, ut_real.openat)
 UT_OPENAT(openat64, ut_real.openat64, ut_real.openat)
 
-/* The fortified entry points (no mode argument). */
+/* The fortified entry points (no mode argument), and creat. */
 #define UT_OPEN2(name, next, alt)                                                       \
 	UT_EXPORT int name(const char *path, int flags)                                 \
 	{                                                                               \
-		ready();                                                                \
-		if (next)                                                               \
-			return opened(next(path, flags));                               \
-		if (alt)                                                                \
-			return opened(alt(path, flags));                                \
-		return opened(raw_openat(AT_FDCWD, path, flags, 0));                   \
+		UT_OPEN_BODY(next, alt, (path, flags), raw_openat(AT_FDCWD, path, flags, 0)); \
 	}
 #define UT_OPENAT2(name, next, alt)                                                     \
 	UT_EXPORT int name(int d, const char *path, int flags)                          \
 	{                                                                               \
-		ready();                                                                \
-		if (next)                                                               \
-			return opened(next(d, path, flags));                            \
-		if (alt)                                                                \
-			return opened(alt(d, path, flags));                             \
-		return opened(raw_openat(d, path, flags, 0));                          \
+		UT_OPEN_BODY(next, alt, (d, path, flags), raw_openat(d, path, flags, 0)); \
+	}
+#define UT_CREAT(name, next, alt)                                                       \
+	UT_EXPORT int name(const char *path, mode_t mode)                               \
+	{                                                                               \
+		UT_OPEN_BODY(next, alt, (path, mode),                                   \
+			     raw_openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode)); \
 	}
 UT_OPEN2(__open_2, ut_real.open_2, ut_real.open)
 UT_OPEN2(__open64_2, ut_real.open64_2, ut_real.open)
 UT_OPENAT2(__openat_2, ut_real.openat_2, ut_real.openat)
 UT_OPENAT2(__openat64_2, ut_real.openat64_2, ut_real.openat)
-
-#define UT_CREAT(name, next, alt)                                                       \
-	UT_EXPORT int name(const char *path, mode_t mode)                               \
-	{                                                                               \
-		ready();                                                                \
-		if (next)                                                               \
-			return opened(next(path, mode));                                \
-		if (alt)                                                                \
-			return opened(alt(path, mode));                                 \
-		return opened(raw_openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode)); \
-	}
 UT_CREAT(creat, ut_real.creat, ut_real.creat)
 UT_CREAT(creat64, ut_real.creat64, ut_real.creat)
 
