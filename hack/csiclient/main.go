@@ -6,17 +6,14 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"github.com/untorn/untorn/internal/csiclient"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -42,18 +39,6 @@ commands:
                                         CreateVolume then NodeStageVolume on one connection;
                                         prints the volume ID and the time the two calls took
 `
-
-type params map[string]string
-
-func (p params) String() string { return fmt.Sprint(map[string]string(p)) }
-func (p params) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok || k == "" {
-		return fmt.Errorf("want key=value, got %q", s)
-	}
-	p[k] = v
-	return nil
-}
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -86,28 +71,19 @@ func run(args []string) error {
 	path := f.String("path", "", "volume path")
 	block := f.Bool("block", false, "block volume instead of a mounted filesystem")
 	ro := f.Bool("ro", false, "read-only")
-	ps := params{}
+	ps := csiclient.Params{}
 	f.Var(ps, "param", "StorageClass parameter key=value (repeatable)")
 	if err := f.Parse(rest); err != nil {
 		return err
 	}
 
-	target0 := strings.TrimPrefix(strings.TrimPrefix(*endpoint, "unix://"), "unix:")
-	conn, err := grpc.NewClient("unix://"+target0, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := csiclient.Dial(*endpoint, *timeout)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	ids, ctl, node := csi.NewIdentityClient(conn), csi.NewControllerClient(conn), csi.NewNodeClient(conn)
-
-	vc := &csi.VolumeCapability{AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}
-	if *block {
-		vc.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
-	} else {
-		vc.AccessType = &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}}
-	}
+	defer c.Close()
+	ctx, ids, ctl, node := c.Ctx, c.Identity, c.Controller, c.Node
+	vc := csiclient.Capability(*block, "")
 	bytes := func(q string) (int64, error) {
 		if q == "" {
 			return 0, nil

@@ -71,19 +71,26 @@ func checksFor(id string) ([]check, error) {
 
 func main() {
 	var cfg config
-	flag.StringVar(&cfg.checks, "checks", "1 2 3 4 5 6", "the checks to run, in order (6 cleans up after the others)")
-	flag.StringVar(&cfg.namespace, "namespace", "untorn-e2e", "test namespace (created)")
-	flag.StringVar(&cfg.releaseNamespace, "release-namespace", "untorn-system", "namespace of the installed chart")
-	flag.StringVar(&cfg.driver, "driver", "untorn.csi.dev", "CSI driver name")
-	flag.StringVar(&cfg.node, "node", "untorn-node", "node name")
-	flag.StringVar(&cfg.loopDir, "loop-dir", "", "directory of the loop backend's backing files")
-	flag.StringVar(&cfg.evidence, "evidence", "", "directory for evidence files and the summary")
-	flag.StringVar(&cfg.image, "image", "ghcr.io/untorn/untorn:e2e", "untorn image for the test pods")
-	flag.StringVar(&cfg.postgres15Image, "postgres15-image", "docker.io/library/postgres:15", "PostgreSQL 15 image (check 4c)")
-	flag.StringVar(&cfg.pgManifest, "pg-manifest", "", "the PostgreSQL example manifest")
-	flag.StringVar(&cfg.mariadbManifest, "mariadb-manifest", "", "the MariaDB example manifest")
-	flag.StringVar(&cfg.kubeletLog, "kubelet-log", "", "the kubelet's log file (evidence)")
-	flag.StringVar(&cfg.localCluster, "local-cluster", "", "hack/local-cluster.sh (lists the cluster's loop devices)")
+	for _, f := range []struct {
+		p                  *string
+		name, value, usage string
+	}{
+		{&cfg.checks, "checks", "1 2 3 4 5 6", "the checks to run, in order (6 cleans up after the others)"},
+		{&cfg.namespace, "namespace", "untorn-e2e", "test namespace (created)"},
+		{&cfg.releaseNamespace, "release-namespace", "untorn-system", "namespace of the installed chart"},
+		{&cfg.driver, "driver", "untorn.csi.dev", "CSI driver name"},
+		{&cfg.node, "node", "untorn-node", "node name"},
+		{&cfg.loopDir, "loop-dir", "", "directory of the loop backend's backing files"},
+		{&cfg.evidence, "evidence", "", "directory for evidence files and the summary"},
+		{&cfg.image, "image", "ghcr.io/untorn/untorn:e2e", "untorn image for the test pods"},
+		{&cfg.postgres15Image, "postgres15-image", "docker.io/library/postgres:15", "PostgreSQL 15 image (check 4c)"},
+		{&cfg.pgManifest, "pg-manifest", "", "the PostgreSQL example manifest"},
+		{&cfg.mariadbManifest, "mariadb-manifest", "", "the MariaDB example manifest"},
+		{&cfg.kubeletLog, "kubelet-log", "", "the kubelet's log file (evidence)"},
+		{&cfg.localCluster, "local-cluster", "", "hack/local-cluster.sh (lists the cluster's loop devices)"},
+	} {
+		flag.StringVar(f.p, f.name, f.value, f.usage)
+	}
 	flag.BoolVar(&cfg.clusterEvidence, "cluster-evidence", false, "print nodes, pods, events and the driver's logs, then exit")
 	flag.Parse()
 

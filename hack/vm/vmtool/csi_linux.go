@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/untorn/untorn/internal/csiclient"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // cmdCSI drives one volume through a CSI plugin the way kubelet and the
@@ -26,18 +25,12 @@ func cmdCSI(endpoint string, args []string) error {
 	unit := fs.String("unit", "16Ki", "atomicWriteUnit parameter")
 	size := fs.Int64("size", 256<<20, "initial volume size in bytes")
 	grow := fs.Int64("expand-to", 512<<20, "size to expand to in bytes")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ctrl, node, ctx, done, err := dialCSI(endpoint, 10*time.Minute)
+	ctrl, node, ctx, done, err := parseAndDial(fs, args, endpoint)
 	if err != nil {
 		return err
 	}
 	defer done()
-	mount := &csi.VolumeCapability{
-		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "ext4"}},
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-	}
+	mount := csiclient.Capability(false, "ext4")
 	cv, err := ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
 		Name:               "vm-csi-check",
 		CapacityRange:      &csi.CapacityRange{RequiredBytes: *size},
@@ -94,16 +87,20 @@ func cmdCSI(endpoint string, args []string) error {
 // dialCSI connects to the plugin's socket and returns its controller and
 // node clients with a context bounded by timeout; done closes both.
 func dialCSI(endpoint string, timeout time.Duration) (csi.ControllerClient, csi.NodeClient, context.Context, func(), error) {
-	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := csiclient.Dial(endpoint, timeout)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	done := func() {
-		cancel()
-		_ = conn.Close()
+	return c.Controller, c.Node, c.Ctx, c.Close, nil
+}
+
+// parseAndDial parses a command's flags, then dials the plugin as dialCSI
+// does, for ten minutes.
+func parseAndDial(fs *flag.FlagSet, args []string, endpoint string) (csi.ControllerClient, csi.NodeClient, context.Context, func(), error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, nil, nil, err
 	}
-	return csi.NewControllerClient(conn), csi.NewNodeClient(conn), ctx, done, nil
+	return dialCSI(endpoint, 10*time.Minute)
 }
 
 // stageAndProbe stages vol at DIR/staging, creates an empty file named

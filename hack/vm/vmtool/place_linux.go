@@ -9,21 +9,9 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/untorn/untorn/internal/csiclient"
 	"google.golang.org/grpc/status"
 )
-
-// params collects repeated --param KEY=VALUE flags.
-type params map[string]string
-
-func (p params) String() string { return fmt.Sprint(map[string]string(p)) }
-func (p params) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok || k == "" {
-		return fmt.Errorf("--param %q: want KEY=VALUE", s)
-	}
-	p[k] = v
-	return nil
-}
 
 // cmdPlace asks a CSI plugin where a class's volume goes, as the scheduler
 // and csi-provisioner would: NodeGetInfo's topology, GetCapacity with the
@@ -36,12 +24,9 @@ func cmdPlace(endpoint string, args []string) error {
 	name := fs.String("name", "vm-place", "volume name")
 	size := fs.Int64("size", 256<<20, "volume size in bytes")
 	dir := fs.String("dir", "/tmp/csi-place", "directory for the staging path")
-	p := params{}
+	p := csiclient.Params{}
 	fs.Var(p, "param", "StorageClass parameter KEY=VALUE (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ctrl, node, ctx, done, err := dialCSI(endpoint, 10*time.Minute)
+	ctrl, node, ctx, done, err := parseAndDial(fs, args, endpoint)
 	if err != nil {
 		return err
 	}
@@ -65,10 +50,7 @@ func cmdPlace(endpoint string, args []string) error {
 	}
 	fmt.Printf("place capacity=%d\n", c.GetAvailableCapacity())
 
-	mount := &csi.VolumeCapability{
-		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-	}
+	mount := csiclient.Capability(false, "")
 	cv, err := ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
 		Name: *name, CapacityRange: &csi.CapacityRange{RequiredBytes: *size},
 		VolumeCapabilities: []*csi.VolumeCapability{mount}, Parameters: p,
