@@ -4,6 +4,7 @@
  * shim sets RWF_ATOMIC on each qualifying write before it is submitted.
  */
 #include "untorn.h"
+#include "abi.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -35,28 +36,6 @@ _Static_assert(sizeof(struct ut_iocb) == 64, "struct iocb layout");
 
 enum { UT_IOCB_PWRITE = 1, UT_IOCB_PWRITEV = 8 };
 
-/* liburing 2.x public structures, the prefix we read. */
-struct ut_uring_sq {
-	unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *kdropped, *array;
-	void *sqes;
-	unsigned sqe_head, sqe_tail;
-	size_t ring_sz;
-	void *ring_ptr;
-	unsigned ring_mask, ring_entries, pad[2];
-};
-struct ut_uring_cq {
-	unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *koverflow;
-	void *cqes;
-	size_t ring_sz;
-	void *ring_ptr;
-	unsigned ring_mask, ring_entries, pad[2];
-};
-struct ut_uring {
-	struct ut_uring_sq sq;
-	struct ut_uring_cq cq;
-	unsigned flags;
-	int ring_fd;
-};
 struct ut_sqe {
 	uint8_t opcode, flags;
 	uint16_t ioprio;

@@ -1,5 +1,6 @@
 /* Descriptor table, classification and the synchronous writethrough. */
 #include "untorn.h"
+#include "abi.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -33,23 +34,6 @@ static pthread_mutex_t ut_mu = PTHREAD_MUTEX_INITIALIZER;
 static int ut_hiwater; /* highest fd number ever touched + 1 */
 static int ut_opening; /* companions being opened (under ut_mu) */
 
-/* struct statx as of Linux 6.16, declared here so that both libcs build. */
-struct ut_statx {
-	uint32_t mask, blksize;
-	uint64_t attributes;
-	uint32_t nlink, uid, gid;
-	uint16_t mode, spare0;
-	uint64_t ino, size, blocks, attributes_mask;
-	struct { int64_t sec; uint32_t nsec; int32_t pad; } t[4];
-	uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
-	uint64_t mnt_id;
-	uint32_t dio_mem_align, dio_offset_align;
-	uint64_t subvol;
-	uint32_t awu_min, awu_max, awu_segments_max, dio_read_offset_align;
-	uint32_t awu_max_opt, spare2;
-	uint64_t spare3[8];
-};
-_Static_assert(sizeof(struct ut_statx) == 256, "struct statx layout");
 
 static void *next_sym(const char *name)
 {

@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../src/abi.h"
+
 #define UNIT 8192
 #define PAGES 64
 #define die(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(2); } while (0)
@@ -258,32 +260,6 @@ static int cmd_nextopen(const char *path)
 }
 
 /* ---- uring ---- */
-struct fake_sq {
-	unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *kdropped, *array;
-	void *sqes;
-	unsigned sqe_head, sqe_tail;
-	size_t ring_sz;
-	void *ring_ptr;
-	unsigned ring_mask, ring_entries, pad[2];
-};
-struct fake_cq {
-	unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *koverflow;
-	void *cqes;
-	size_t ring_sz;
-	void *ring_ptr;
-	unsigned ring_mask, ring_entries, pad[2];
-};
-struct fake_ring {
-	struct fake_sq sq;
-	struct fake_cq cq;
-	unsigned flags;
-	int ring_fd;
-	unsigned features;
-	int enter_ring_fd;
-	uint8_t int_flags, pad[3];
-	unsigned pad2;
-};
-_Static_assert(__builtin_offsetof(struct fake_ring, flags) == 192, "liburing 2.x layout");
 
 static int cmd_uring(const char *path)
 {
@@ -293,7 +269,7 @@ static int cmd_uring(const char *path)
 	static unsigned mask = 7, entries = 8, head, tail;
 	static uint8_t sqes[8 * 64] __attribute__((aligned(64)));
 	static char buf[UNIT] __attribute__((aligned(4096)));
-	struct fake_ring ring;
+	struct ut_uring ring;
 	memset(&ring, 0, sizeof ring);
 	ring.sq.khead = &head;
 	ring.sq.ktail = &tail;

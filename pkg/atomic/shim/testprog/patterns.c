@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../src/abi.h"
+
 #define FSIZE (1 << 20)
 
 static size_t unit;
@@ -51,29 +53,13 @@ static uint64_t rnd(void)
 	return rnd_state;
 }
 
-/* struct statx's atomic write fields (Linux 6.16), for both libcs. */
-struct sx {
-	uint32_t mask, blksize;
-	uint64_t attributes;
-	uint32_t nlink, uid, gid;
-	uint16_t mode, spare0;
-	uint64_t ino, size, blocks, attributes_mask;
-	struct { int64_t sec; uint32_t nsec; int32_t pad; } t[4];
-	uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
-	uint64_t mnt_id;
-	uint32_t dio_mem_align, dio_offset_align;
-	uint64_t subvol;
-	uint32_t awu_min, awu_max, awu_segments_max, dio_read_offset_align;
-	uint32_t awu_max_opt, spare2;
-	uint64_t spare3[8];
-};
 
 /* Whole-call atomicity: one write call becomes pieces that are powers of two
  * from the unit up to the filesystem's fast limit (unit max without one),
  * each the largest aligned at its offset. */
 static void set_cap(int fd)
 {
-	struct sx x;
+	struct ut_statx x;
 	memset(&x, 0, sizeof x);
 	cap = unit;
 	if (syscall(SYS_statx, fd, "", 0x1000 /* AT_EMPTY_PATH */, 0x10000U, &x) == 0 &&
