@@ -87,14 +87,7 @@ func VerifyWith(sys Sysfs, dir string, unit uint64) (Verification, error) {
 		unit = uint64(l.UnitMin)
 	}
 	v.Unit = unit
-	switch {
-	case unit < uint64(l.UnitMin):
-		v.Cause = fmt.Errorf("%w: %d < %d", ErrUnitTooSmall, unit, l.UnitMin)
-		v.Reason = fmt.Sprintf("atomic write unit %s is below the filesystem's unit min %s", FormatSize(unit), FormatSize(uint64(l.UnitMin)))
-		return v, nil
-	case unit > uint64(l.UnitMax):
-		v.Cause = fmt.Errorf("%w: %d > %d", ErrUnitTooLarge, unit, l.UnitMax)
-		v.Reason = fmt.Sprintf("atomic write unit %s is above the filesystem's unit max %s", FormatSize(unit), FormatSize(uint64(l.UnitMax)))
+	if v.Reason, v.Cause = unitOutside(unit, l.UnitMin, l.UnitMax); v.Cause != nil {
 		return v, nil
 	}
 	if err := probeWrite(fd, dir, unit, int(max(l.DioMemAlign, 512))); err != nil {
@@ -111,6 +104,20 @@ func VerifyWith(sys Sysfs, dir string, unit uint64) (Verification, error) {
 		v.Hardware = unit <= HardwareAtomicMax(FSType(v.FSType), l, dev)
 	}
 	return v, nil
+}
+
+// unitOutside says why unit is outside the filesystem's atomic write range
+// lo..hi (a nil cause when it is inside).
+func unitOutside(unit uint64, lo, hi uint32) (string, error) {
+	switch {
+	case unit < uint64(lo):
+		return fmt.Sprintf("atomic write unit %s is below the filesystem's unit min %s", FormatSize(unit), FormatSize(uint64(lo))),
+			fmt.Errorf("%w: %d < %d", ErrUnitTooSmall, unit, lo)
+	case unit > uint64(hi):
+		return fmt.Sprintf("atomic write unit %s is above the filesystem's unit max %s", FormatSize(unit), FormatSize(uint64(hi))),
+			fmt.Errorf("%w: %d > %d", ErrUnitTooLarge, unit, hi)
+	}
+	return "", nil
 }
 
 // HardwareAtomicMax is the largest atomic write the device itself performs

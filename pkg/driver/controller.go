@@ -19,38 +19,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 
 func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 	name := req.GetName()
-	if err := required("name", name); err != nil {
-		return nil, err
-	}
-	if req.GetVolumeContentSource() != nil {
-		return nil, fmt.Errorf("%w: volume content sources (snapshots, clones) are not supported", ErrInvalidArgument)
-	}
-	params := map[string]string{}
-	for k, v := range req.GetParameters() {
-		params[k] = v
-	}
-	if _, ok := params[ParamFSType]; !ok {
-		for _, c := range req.GetVolumeCapabilities() {
-			if fs := c.GetMount().GetFsType(); fs != "" {
-				params[ParamFSType] = fs
-				break
-			}
-		}
-	}
-	spec, err := parseSpec(params)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
-		return nil, err
-	}
-	if err := spec.checkFSType(req.GetVolumeCapabilities()...); err != nil {
-		return nil, err
-	}
-	if err := d.checkTopology(req.GetAccessibilityRequirements()); err != nil {
-		return nil, err
-	}
-	size, err := d.volumeSize(req.GetCapacityRange(), spec)
+	spec, size, err := d.createRequest(req)
 	if err != nil {
 		return nil, err
 	}
@@ -85,6 +54,50 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, err
 	}
 	return &csi.CreateVolumeResponse{Volume: d.csiVolume(vol)}, nil
+}
+
+// createRequest validates a CreateVolume request before anything is
+// written: the name, no content source, the class's parameters (fsType
+// taken from the capability when the class has none), the capabilities,
+// the topology and the size. It returns the parsed spec and the size to
+// allocate.
+func (d *Driver) createRequest(req *csi.CreateVolumeRequest) (volumeSpec, int64, error) {
+	if err := required("name", req.GetName()); err != nil {
+		return volumeSpec{}, 0, err
+	}
+	if req.GetVolumeContentSource() != nil {
+		return volumeSpec{}, 0, fmt.Errorf("%w: volume content sources (snapshots, clones) are not supported", ErrInvalidArgument)
+	}
+	params := map[string]string{}
+	for k, v := range req.GetParameters() {
+		params[k] = v
+	}
+	if _, ok := params[ParamFSType]; !ok {
+		for _, c := range req.GetVolumeCapabilities() {
+			if fs := c.GetMount().GetFsType(); fs != "" {
+				params[ParamFSType] = fs
+				break
+			}
+		}
+	}
+	spec, err := parseSpec(params)
+	if err != nil {
+		return volumeSpec{}, 0, err
+	}
+	if err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
+		return volumeSpec{}, 0, err
+	}
+	if err := spec.checkFSType(req.GetVolumeCapabilities()...); err != nil {
+		return volumeSpec{}, 0, err
+	}
+	if err := d.checkTopology(req.GetAccessibilityRequirements()); err != nil {
+		return volumeSpec{}, 0, err
+	}
+	size, err := d.volumeSize(req.GetCapacityRange(), spec)
+	if err != nil {
+		return volumeSpec{}, 0, err
+	}
+	return spec, size, nil
 }
 
 // compatible decides whether an existing volume answers a repeated request.

@@ -35,24 +35,9 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 	if err != nil {
 		return nil, err
 	}
-	block := req.GetVolumeCapability().GetBlock() != nil || (staged && st.Block)
-	if block {
-		// Nothing is done at a block volume's path (kubelet passes its
-		// own device map path): the backend grows the device.
-		if _, err := statVolumePath(p); errors.Is(err, ErrVolumeNotFound) {
-			return nil, err
-		}
-	} else if _, err := d.volumePath(id, "volume_path", p); err != nil {
+	block, err := d.expandPaths(req, st, staged)
+	if err != nil {
 		return nil, err
-	}
-	if sp := req.GetStagingTargetPath(); sp != "" {
-		c, err := d.nodePath("staging_target_path", sp, pathAny)
-		if err != nil {
-			return nil, err
-		}
-		if c != st.StagingPath {
-			return nil, fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, c, id, st.StagingPath)
-		}
 	}
 	size := vol.SizeBytes
 	if cr := req.GetCapacityRange(); cr != nil {
@@ -80,4 +65,32 @@ func (d *Driver) nodeExpand(ctx context.Context, req *csi.NodeExpandVolumeReques
 	}
 	klog.InfoS("expanded volume on node", "volumeID", id, "sizeBytes", vol.SizeBytes, "device", dev)
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: vol.SizeBytes}, nil
+}
+
+// expandPaths checks a NodeExpandVolume request's paths against the
+// volume's state: the volume path must be the volume's (for a block volume,
+// kubelet's own device map path must exist), the staging path, when given,
+// where it is staged. It reports whether the volume is a block volume.
+func (d *Driver) expandPaths(req *csi.NodeExpandVolumeRequest, st stagedVolume, staged bool) (bool, error) {
+	id, p := req.GetVolumeId(), req.GetVolumePath()
+	block := req.GetVolumeCapability().GetBlock() != nil || (staged && st.Block)
+	if block {
+		// Nothing is done at a block volume's path (kubelet passes its
+		// own device map path): the backend grows the device.
+		if _, err := statVolumePath(p); errors.Is(err, ErrVolumeNotFound) {
+			return false, err
+		}
+	} else if _, err := d.volumePath(id, "volume_path", p); err != nil {
+		return false, err
+	}
+	if sp := req.GetStagingTargetPath(); sp != "" {
+		c, err := d.nodePath("staging_target_path", sp, pathAny)
+		if err != nil {
+			return false, err
+		}
+		if c != st.StagingPath {
+			return false, fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, c, id, st.StagingPath)
+		}
+	}
+	return block, nil
 }

@@ -34,15 +34,9 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 	if err := required("volume_id", id); err != nil {
 		return nil, err
 	}
-	paths := map[string]string{}
-	for _, f := range []struct{ name, p string }{{"volume_publish_path", req.GetVolumePublishPath()}, {"staging_target_path", req.GetStagingTargetPath()}} {
-		if f.p != "" {
-			c, err := d.nodePath(f.name, f.p, pathAny)
-			if err != nil {
-				return nil, err
-			}
-			paths[f.name] = c
-		}
+	paths, err := d.healthPaths(req)
+	if err != nil {
+		return nil, err
 	}
 	vol, err := d.lookupVolume(ctx, id)
 	if err != nil {
@@ -92,6 +86,22 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 		}
 	}
 	return resp, nil
+}
+
+// healthPaths canonicalizes the paths a NodeGetVolumeHealth request names,
+// keyed by their field names; an empty one is left out.
+func (d *Driver) healthPaths(req *csi.NodeGetVolumeHealthRequest) (map[string]string, error) {
+	paths := map[string]string{}
+	for _, f := range []struct{ name, p string }{{"volume_publish_path", req.GetVolumePublishPath()}, {"staging_target_path", req.GetStagingTargetPath()}} {
+		if f.p != "" {
+			c, err := d.nodePath(f.name, f.p, pathAny)
+			if err != nil {
+				return nil, err
+			}
+			paths[f.name] = c
+		}
+	}
+	return paths, nil
 }
 
 // reverify verifies again the atomic writes staging verified on a mounted
