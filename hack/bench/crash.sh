@@ -2,6 +2,7 @@
 # hack/bench/crash.sh — count torn database pages after real crashes.
 #
 #   hack/bench/crash.sh [--db postgres|mariadb] [--fs ext4|xfs|xfs-hw]
+#                       [--pg-version 15|17|18]
 #                       [--cycles N] [--arm ARM|all] [--aio io_uring|libaio|pwrite]
 #                       [--scale S] [--split KIB] [--check-model]
 #                       [--skip-model-check]
@@ -49,6 +50,12 @@
 #   atomic write guarantee holds over power loss), host crashes, and a kill
 #   of QEMU itself (a host write in flight could be cut short).
 #
+# --pg-version: PostgreSQL 15 (default) is the guest root's (Debian 12);
+# 17 and 18 run from the database chroots hack/dbroot.sh builds from
+# Debian trixie and sid (the shim's database tests use the same ones),
+# which hack/vm.sh mounts in the guest (--dbroot). PostgreSQL 18 runs with
+# its default io_method (worker), as the example deployment does.
+#
 # --db mariadb: MariaDB 10.11 (crash-mariadb.sh) on the data volume planned
 # for InnoDB's 16 KiB page, the redo log on the second disk, an 8 MiB
 # buffer pool beside a table of SCALE x 100,000 rows (about 23 MB each) that
@@ -81,14 +88,15 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VM_CACHE=${UNTORN_CACHE:-/var/cache/untorn}/vm
-CYCLES=30 ARM=all SCALE="" SPLIT=4 CHECK_MODEL=1 MODEL_ONLY="" DB=postgres FS=ext4 AIO=io_uring
-USAGE="usage: $0 [--db postgres|mariadb] [--fs ext4|xfs|xfs-hw|raw] [--cycles N] [--arm ARM|all] [--aio io_uring|libaio|pwrite] [--scale S] [--split KIB] [--check-model] [--skip-model-check]"
+CYCLES=30 ARM=all SCALE="" SPLIT=4 CHECK_MODEL=1 MODEL_ONLY="" DB=postgres FS=ext4 AIO=io_uring PGV=15
+USAGE="usage: $0 [--db postgres|mariadb] [--fs ext4|xfs|xfs-hw|raw] [--pg-version 15|17|18] [--cycles N] [--arm ARM|all] [--aio io_uring|libaio|pwrite] [--scale S] [--split KIB] [--check-model] [--skip-model-check]"
 while [ $# -gt 0 ]; do
 	[ $# -ge 2 ] || case $1 in --check-model | --skip-model-check) ;; *) echo "$USAGE" >&2; exit 2 ;; esac
 	case $1 in
 	--db) DB=$2; shift 2 ;;
 	--fs) FS=$2; shift 2 ;;
 	--aio) AIO=$2; shift 2 ;;
+	--pg-version) PGV=$2; shift 2 ;;
 	--cycles) CYCLES=$2; shift 2 ;;
 	--arm) ARM=$2; shift 2 ;;
 	--scale) SCALE=$2; shift 2 ;;
@@ -110,6 +118,14 @@ xfs) DISK=512:512 ;;
 raw) DISK=4096:65536 ;;
 *) echo "crash: --fs must be ext4, xfs or xfs-hw (raw: the bare disk, for --check-model)" >&2; exit 2 ;;
 esac
+DBROOT_ARGS=()
+case $PGV in
+15) ;;
+17) DBROOT_ARGS=(--dbroot trixie) ;;
+18) DBROOT_ARGS=(--dbroot sid) ;;
+*) echo "crash: --pg-version must be 15, 17 or 18" >&2; exit 2 ;;
+esac
+[ "$PGV" = 15 ] || [ "$DB" = postgres ] || { echo "crash: --pg-version is PostgreSQL's (--db postgres)" >&2; exit 2; }
 case $AIO in
 io_uring | libaio | pwrite) [ "$DB" = mariadb ] || [ "$AIO" = io_uring ] || { echo "crash: --aio is InnoDB's write path (--db mariadb)" >&2; exit 2; } ;;
 *) echo "crash: --aio must be io_uring, libaio or pwrite" >&2; exit 2 ;;
@@ -227,16 +243,17 @@ check_model() {
 arm_log() { # arm_log ARM -> the arm's log file
 	local tag=$DB-$FS-$1
 	[ "$DB" = postgres ] || tag+=-$AIO
+	[ "$PGV" = 15 ] || tag=$DB$PGV-$FS-$1
 	echo "$LOGDIR/$tag-$STAMP.log"
 }
 
 run_arm() { # run_arm ARM: one VM, all the arm's cycles
 	local arm=$1 log
 	log=$(arm_log "$arm")
-	echo "crash: $DB on $FS, arm $arm$([ "$DB" = postgres ] || echo " ($AIO)"), $CYCLES cycles, scale $SCALE, split ${SPLIT} KiB (log: $log)"
+	echo "crash: $DB$([ "$PGV" = 15 ] || echo " $PGV") on $FS, arm $arm$([ "$DB" = postgres ] || echo " ($AIO)"), $CYCLES cycles, scale $SCALE, split ${SPLIT} KiB (log: $log)"
 	set +e
-	"$ROOT/hack/vm.sh" run --disk "$DISK:size=8G" --disk "$DISK:size=2G" --mem 2G --allow-reset \
-		--timeout $((PER_CYCLE * (CYCLES + 1))) -- bench/$GUEST "$arm" "$CYCLES" "$SCALE" "$SPLIT" "$FS" "$AIO" 2>&1 |
+	"$ROOT/hack/vm.sh" run --disk "$DISK:size=8G" --disk "$DISK:size=2G" --mem 2G --allow-reset "${DBROOT_ARGS[@]}" \
+		--timeout $((PER_CYCLE * (CYCLES + 1))) -- bench/$GUEST "$arm" "$CYCLES" "$SCALE" "$SPLIT" "$FS" "$AIO" "$PGV" 2>&1 |
 		tee "$log" | grep --line-buffered -E '^crash: |^vm: '
 	set -e
 }

@@ -54,6 +54,30 @@ if [ "$found" -lt "$want" ]; then
 	finish 125
 fi
 
+# A database root (hack/vm.sh run --dbroot): the chroot of a newer
+# database release, read-only at /dbroot with its own /run and /tmp, the
+# kernel's file systems and the binaries disk bound in. A command binds its
+# volumes onto /dbroot/pgdata and /dbroot/pgwal and runs the database with
+# chroot /dbroot.
+for d in /sys/block/vd*; do
+	[ "$(cat "$d/serial" 2>/dev/null)" = untorn-dbroot ] || continue
+	mkdir -p /dbroot
+	if ! mount -t ext4 -o ro,noload "/dev/${d##*/}" /dbroot; then
+		echo "vm-init: the database root disk /dev/${d##*/} does not mount"
+		finish 125
+	fi
+	mount -t tmpfs -o mode=0755 run /dbroot/run
+	mount -t tmpfs -o mode=1777 tmp /dbroot/tmp
+	mount --bind /proc /dbroot/proc
+	mount --bind /sys /dbroot/sys
+	mount --rbind /dev /dbroot/dev
+	mount --bind /untorn /dbroot/untorn
+	mkdir -p /dbroot/run/postgresql /dbroot/run/mysqld
+	chroot /dbroot chown postgres:postgres /run/postgresql 2>/dev/null
+	chroot /dbroot chown mysql:mysql /run/mysqld 2>/dev/null
+	chmod 2775 /dbroot/run/postgresql
+done
+
 cd /untorn || finish 125
 bash /untorn/cmd.sh </dev/null
 finish $?

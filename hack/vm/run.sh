@@ -7,7 +7,7 @@
 # images live in a per-run directory removed on exit; a directory left by
 # a run that was SIGKILLed is removed by the next run.
 
-RUN_USAGE="usage: hack/vm.sh run [--disk LBA:UNIT[:boundary=B][:size=S]]... [--mem M] [--timeout S] [--allow-reset] -- COMMAND..."
+RUN_USAGE="usage: hack/vm.sh run [--disk LBA:UNIT[:boundary=B][:size=S]]... [--mem M] [--timeout S] [--allow-reset] [--dbroot trixie|sid] -- COMMAND..."
 
 # to_bytes 16Ki|64K|4096|1M -> bytes (binary suffixes)
 to_bytes() {
@@ -70,8 +70,34 @@ reap_stale_runs() {
 	done
 }
 
+# dbroot_image SUITE: prints the read-only disk image of the database
+# chroot hack/dbroot.sh builds for SUITE (PostgreSQL 17 and MariaDB 11.8 in
+# trixie, PostgreSQL 18 in sid), made once per chroot and cached. The guest
+# mounts it at /dbroot (guest-init.sh); the image adds the empty mount
+# points the guest binds into it (/untorn, /pgdata, /pgwal).
+dbroot_image() {
+	local dir img stage
+	dir=$("$REPO/hack/dbroot.sh" "$1") || return 1
+	[ -d "$dir" ] || return 1
+	img=$VM_CACHE/dbroot-${dir##*/}.img
+	(
+		flock 9
+		[ -e "$img" ] && exit 0
+		stage=$VM_CACHE/dbroot-stage.$$
+		rm -rf "$stage"
+		# Hard links: the chroot is not copied, only named again.
+		cp -al "$dir" "$stage" && mkdir -p "$stage/untorn" "$stage/pgdata" "$stage/pgwal" &&
+			mkfs.ext4 -q -F -L untorn-dbroot -d "$stage" "$img.tmp" "$(($(du -sm "$stage" | cut -f1) * 13 / 10 + 64))M" >/dev/null &&
+			mv "$img.tmp" "$img"
+		rc=$?
+		rm -rf "$stage" "$img.tmp"
+		exit $rc
+	) 9>"$VM_CACHE/.dbroot.lock" >&2 || return 1
+	echo "$img"
+}
+
 cmd_run() {
-	local mem=2G timeout=900 allow_reset="" disks=() i
+	local mem=2G timeout=900 allow_reset="" disks=() i dbroot=""
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--disk) [ $# -ge 2 ] || die "--disk needs a value"; parse_disk "$2"; disks+=("$2"); shift 2 ;;
@@ -81,6 +107,7 @@ cmd_run() {
 		--timeout) [ $# -ge 2 ] || die "--timeout needs a value"; timeout=$2; shift 2 ;;
 		--timeout=*) timeout=${1#*=}; shift ;;
 		--allow-reset) allow_reset=1; shift ;;
+		--dbroot) [ $# -ge 2 ] || die "--dbroot needs a suite (trixie or sid)"; dbroot=$2; shift 2 ;;
 		--) shift; break ;;
 		*) die "unknown argument '$1'; $RUN_USAGE" ;;
 		esac
@@ -90,6 +117,8 @@ cmd_run() {
 	[[ $mem =~ ^[0-9]+[MG]?$ ]] || die "--mem '$mem' is not a size like 2048M or 2G"
 
 	vm_build_quiet
+	local dbimg=""
+	[ -z "$dbroot" ] || dbimg=$(dbroot_image "$dbroot") || die "the $dbroot database root is not available"
 	reap_stale_runs
 	RUN_DIR=$VM_CACHE/run/$$-$(date +%s)
 	mkdir -p "$RUN_DIR"
@@ -140,6 +169,8 @@ cmd_run() {
 		-device "virtio-blk-pci,drive=bin,serial=untorn-bin"
 		"${qargs[@]}")
 	[ -n "$allow_reset" ] || qargs+=(-no-reboot)
+	[ -z "$dbimg" ] || qargs+=(-drive "file=/vm/${dbimg##*/},if=none,id=dbroot,format=raw,readonly=on"
+		-device "virtio-blk-pci,drive=dbroot,serial=untorn-dbroot")
 	# Extra QEMU arguments for diagnostics, e.g. "-trace pci_nvme_write".
 	local extra=()
 	read -r -a extra <<<"${UNTORN_VM_QEMU_ARGS:-}"

@@ -41,19 +41,29 @@ pick_crash_after() {
 	sync
 }
 
-# crash_when_busy: resets the guest with no sync the moment the data disk
-# is busy writing (its queue full when the queue is split), within 10 s: a
-# crash between two writebacks finds nothing half written and would prove
-# nothing.
+# crash_when_busy [LVDEV N]: resets the guest with no sync the moment the
+# data disk is busy writing (its queue full when the queue is split), within
+# 10 s: a crash between two writebacks finds nothing half written and would
+# prove nothing. With LVDEV (the data volume's device-mapper node) and N,
+# the volume must also have N writes in flight: a database that writes
+# whole pages with O_DIRECT sends each page as one write to the volume, and
+# only when more than one is in flight does a page wait, part issued and
+# part queued, for the disk's split queue.
 crash_when_busy() {
-	local nvme want end w
+	local nvme want end w dm="" dmwant=0 v
 	nvme=$(basename "$(readlink -f /dev/atomic0)")
 	want=1
 	[ "$SPLIT" = 0 ] || want=4
+	if [ $# -ge 2 ]; then
+		dm=$(basename "$(readlink -f "$1")") dmwant=$2
+	fi
 	end=$((SECONDS + 10))
 	while [ $SECONDS -lt $end ]; do
 		read -r _ w <"/sys/block/$nvme/inflight"
-		[ "$w" -ge $want ] && break
+		[ "$w" -ge $want ] || continue
+		[ -z "$dm" ] && break
+		read -r _ v <"/sys/block/$dm/inflight"
+		[ "$v" -ge "$dmwant" ] && break
 	done
 	echo b >/proc/sysrq-trigger
 	sleep 60

@@ -11,6 +11,11 @@
 # of a crash: recover, count, load again, crash again — until CYCLES crashes
 # have been checked. State lives on the volume and is fsynced before load.
 #
+# PGV (7th argument, default 15): the PostgreSQL major version. 15 is the
+# guest root's; 17 and 18 run from the database root hack/vm.sh mounts at
+# /dbroot (--dbroot trixie or sid), with the volumes bound into it at the
+# same paths.
+#
 # SPLIT (KiB, 0 = off): the NVMe queue's max_sectors_kb is set to SPLIT and
 # nr_requests to 4, every boot. Buffered writeback then reaches the device
 # as SPLIT-sized commands with at most 4 in flight, the rest waiting in the
@@ -19,8 +24,8 @@
 # KiB. RWF_ATOMIC writes are split by the atomic limits, never by
 # max_sectors_kb, and reach the device whole.
 set -uo pipefail
-export PATH=/untorn/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C DM_DISABLE_UDEV=1
-ARM=$1 CYCLES=$2 SCALE=$3 SPLIT=${4:-0} FS=${5:-ext4}
+ARM=$1 CYCLES=$2 SCALE=$3 SPLIT=${4:-0} FS=${5:-ext4} PGV=${7:-15}
+export PATH=/untorn/bin:/usr/lib/postgresql/$PGV/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C DM_DISABLE_UDEV=1
 VG=crashvg LV=pg MNT=/pgdata DATA=/pgdata/db STATE=/pgdata/crash-state
 # The WAL lives on a second disk (as the example StatefulSet puts pg_wal on
 # its own volume): the data disk then carries relation pages, and a crash
@@ -30,7 +35,30 @@ SHIM=/untorn/lib/glibc/libuntorn.so
 . "$(dirname "$0")/split-queue.sh"
 . "$(dirname "$0")/crash-volume.sh"
 . "$(dirname "$0")/crash-cycle.sh"
-pg() { runuser -u postgres -- "$@"; }
+# DBROOT: where the PostgreSQL of version PGV lives ("" = the guest root).
+DBROOT=""
+if [ "$PGV" != 15 ]; then
+	DBROOT=/dbroot
+	[ -x "$DBROOT/usr/lib/postgresql/$PGV/bin/postgres" ] ||
+		die "PostgreSQL $PGV is not in the database root $DBROOT (hack/vm.sh run --dbroot)"
+fi
+pg() {
+	if [ -n "$DBROOT" ]; then
+		chroot "$DBROOT" runuser -u postgres -- "$@"
+	else
+		runuser -u postgres -- "$@"
+	fi
+}
+# pg_own PATH...: owned by the database's postgres user (its uid may differ
+# between the guest root and the database root).
+pg_own() { ${DBROOT:+chroot "$DBROOT"} chown postgres: "$@"; }
+# bind_volumes: the data and WAL volumes, at the same paths in the database
+# root.
+bind_volumes() {
+	[ -n "$DBROOT" ] || return 0
+	mountpoint -q "$DBROOT$MNT" || mount --bind "$MNT" "$DBROOT$MNT" || die "cannot bind $MNT into $DBROOT"
+	mountpoint -q "$DBROOT$WALMNT" || mount --bind "$WALMNT" "$DBROOT$WALMNT" || die "cannot bind $WALMNT into $DBROOT"
+}
 
 case $ARM in
 stock) FPW=on SHIM_ENV="" ;;
@@ -53,7 +81,8 @@ first_boot() {
 	make_volume /dev/atomic0 "$VG" "$LV" 3G "$FS" 8Ki "$MNT" || die "the data volume ($FS) could not be built"
 	mkdir -p "$MNT/shim-stats" "$WALMNT"
 	{ mkfs.ext4 -q -F "$WALDEV" && mount -t ext4 "$WALDEV" "$WALMNT"; } || die "WAL volume setup failed"
-	chown postgres: "$MNT" "$MNT/shim-stats" "$WALMNT"
+	bind_volumes
+	pg_own "$MNT" "$MNT/shim-stats" "$WALMNT"
 	make_cluster
 	echo "cycle=0 torn=0 recovered=0" >"$STATE"
 	sync
@@ -123,7 +152,7 @@ after_crash() {
 		pg pg_resetwal -f -D "$DATA" >/dev/null 2>&1
 		count_bad
 	fi
-	say "cycle=$cycle arm=$ARM fs=$FS crash_after=${CRASH_AFTER:-?}s recovery=$rec recovery_s=$took checksum_failures=$bad amcheck=$amc"
+	say "cycle=$cycle arm=$ARM fs=$FS pg=$PGV crash_after=${CRASH_AFTER:-?}s recovery=$rec recovery_s=$took checksum_failures=$bad amcheck=$amc"
 	echo "CRASH_RESULT arm=$ARM fs=$FS cycle=$cycle recovered=$rec checksum_failures=$bad amcheck=$amc"
 	REC=$rec BAD=$bad AMC=$amc
 }
@@ -138,11 +167,12 @@ fi
 mkdir -p "$MNT" "$WALMNT"
 mount -t ext4 "$WALDEV" "$WALMNT" 2>/dev/null || true # not yet on the first boot
 if ! mount_volume "$VG" "$LV" "$FS" "$MNT"; then
-	say "first boot: building the volume ($FS) and the cluster (arm $ARM, scale $SCALE, split $SPLIT KiB) at $(up)s"
+	say "first boot: building the volume ($FS) and the cluster (PostgreSQL $PGV, arm $ARM, scale $SCALE, split $SPLIT KiB) at $(up)s"
 	first_boot
 	say "cluster ready at $(up)s"
 	start_pg "$MNT/pg.log" || die "PostgreSQL did not start"
 else
+	bind_volumes
 	next_cycle
 	if [ "$REC" != yes ]; then
 		# A cluster that cannot recover is lost; the next cycles need one.
@@ -176,6 +206,7 @@ else
 			say "shim counters of processes that exited cleanly: atomic_writes=$aw strict_failures=$sf"
 			echo "CRASH_SHIM arm=$ARM atomic_writes=$aw strict_failures=$sf"
 		fi
+		[ -z "$DBROOT" ] || umount "$DBROOT$MNT" "$DBROOT$WALMNT"
 		umount "$MNT"
 		exit 0
 	fi

@@ -64,7 +64,8 @@ OPTS=(--no-defaults --user=mysql "--datadir=$DATA" "--socket=$SOCK" --skip-netwo
 	--pid-file=/run/mysqld/pid "--log-error=$ERRLOG" "--innodb-log-group-home-dir=$REDO"
 	--innodb-page-size=16384 "--innodb-doublewrite=$DW" --innodb-flush-method=O_DIRECT
 	"--innodb-use-native-aio=$NATIVE" --innodb-buffer-pool-size=8M --innodb-log-file-size=32M
-	--innodb-flush-log-at-trx-commit=2 --innodb-io-capacity=1000 --innodb-max-dirty-pages-pct=10)
+	--innodb-flush-log-at-trx-commit=2 --innodb-io-capacity=20000 --innodb-io-capacity-max=40000
+	--innodb-max-dirty-pages-pct=10 --innodb-max-dirty-pages-pct-lwm=1 --innodb-lru-scan-depth=256)
 sql() { mariadb --no-defaults -S "$SOCK" -uroot -N -B "$@"; }
 
 # start_db: mariadbd with the arm's settings (and shim); waits until it
@@ -243,4 +244,4 @@ if [ -n "${STATS:-}" ]; then
 	sleep 3
 	shim_counters CRASH_SHIM_LIVE "the running server, before the crash"
 fi
-crash_when_busy
+crash_when_busy "/dev/$VG/$LV" 2
