@@ -4,8 +4,9 @@
 # the shim beside plain buffered writes, XFS's software path, XFS over
 # hardware atomic units), then a few hard guest resets of every untorn arm:
 # PostgreSQL (full_page_writes=off + shim) on ext4, XFS software and XFS
-# hardware, MariaDB (innodb_doublewrite=OFF + shim) on ext4 through the
-# write path the example deployment uses. Every recovery must succeed with
+# hardware, PostgreSQL 18 (the example deployment's version, from the sid
+# database chroot) on ext4, MariaDB (innodb_doublewrite=OFF + shim) on ext4
+# through the write path the example deployment uses. Every recovery must succeed with
 # no corrupted page. Each part prints how long it took. The long runs, with
 # the arms that show what tears, are hack/bench/crash.sh (see docs/vm.md).
 set -euo pipefail
@@ -26,5 +27,6 @@ part hack/bench/crash.sh --check-model --fs xfs-hw
 for fs in ext4 xfs xfs-hw; do
 	part hack/bench/crash.sh --skip-model-check --db postgres --fs "$fs" --arm untorn --cycles "$CYCLES" --scale 2
 done
+part hack/bench/crash.sh --skip-model-check --db postgres --pg-version 18 --fs ext4 --arm untorn --cycles "$CYCLES" --scale 2
 part hack/bench/crash.sh --skip-model-check --db mariadb --fs ext4 --arm untorn --cycles "$CYCLES" --scale 1
 echo "crash-ci: stage took $((SECONDS - T0)) s"
