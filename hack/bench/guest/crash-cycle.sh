@@ -41,30 +41,38 @@ pick_crash_after() {
 	sync
 }
 
-# crash_when_busy [LVDEV N]: resets the guest with no sync the moment the
-# data disk is busy writing (its queue full when the queue is split), within
-# 10 s: a crash between two writebacks finds nothing half written and would
-# prove nothing. With LVDEV (the data volume's device-mapper node) and N,
-# the volume must also have N writes in flight: a database that writes
-# whole pages with O_DIRECT sends each page as one write to the volume, and
-# only when more than one is in flight does a page wait, part issued and
-# part queued, for the disk's split queue.
+# block_name DEV: the kernel's name of a block device node (dm-0 for
+# /dev/crashvg/pg, whose node LVM makes without udev), for /sys/block.
+block_name() {
+	local maj min
+	read -r maj min < <(stat -L -c '%t %T' "$1") && [ -n "$min" ] || return 1
+	basename "$(readlink -f "/sys/dev/block/$((16#$maj)):$((16#$min))")"
+}
+
+# disk_written: KiB written to the data disk since boot.
+disk_written() {
+	local st
+	read -r -a st <"/sys/block/$(block_name /dev/atomic0)/stat"
+	echo $((st[6] / 2))
+}
+
+# crash_when_busy: resets the guest with no sync the moment the data disk
+# is busy writing (its queue full when the queue is split), within 10 s: a
+# crash between two writebacks finds nothing half written and would prove
+# nothing.
 crash_when_busy() {
-	local nvme want end w dm="" dmwant=0 v
-	nvme=$(basename "$(readlink -f /dev/atomic0)")
+	local want end w="" sysf
+	sysf=/sys/block/$(block_name /dev/atomic0)/inflight
 	want=1
 	[ "$SPLIT" = 0 ] || want=4
-	if [ $# -ge 2 ]; then
-		dm=$(basename "$(readlink -f "$1")") dmwant=$2
-	fi
 	end=$((SECONDS + 10))
 	while [ $SECONDS -lt $end ]; do
-		read -r _ w <"/sys/block/$nvme/inflight"
-		[ "$w" -ge $want ] || continue
-		[ -z "$dm" ] && break
-		read -r _ v <"/sys/block/$dm/inflight"
-		[ "$v" -ge "$dmwant" ] && break
+		read -r _ w <"$sysf"
+		[ "$w" -ge "$want" ] && break
 	done
+	# On the console before the reset (kernel messages are written out
+	# synchronously): the writes in flight the reset caught.
+	echo "<2>crash: resetting with $w writes in flight on the data disk" >/dev/kmsg
 	echo b >/proc/sysrq-trigger
 	sleep 60
 	die "sysrq b did not reset the guest"

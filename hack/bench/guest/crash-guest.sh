@@ -217,5 +217,4 @@ pick_crash_after
 pg pgbench -h /run/postgresql -c 4 -j 2 -T 3600 -n postgres >/dev/null 2>&1 &
 say "pgbench running; crashing in ${CRASH_AFTER}s (uptime $(up)s)"
 sleep "$CRASH_AFTER"
-# shellcheck disable=SC2119 # buffered writeback: the disk's full queue is enough
 crash_when_busy

@@ -31,6 +31,9 @@
 set -uo pipefail
 export PATH=/untorn/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C DM_DISABLE_UDEV=1
 ARM=$1 CYCLES=$2 SCALE=$3 SPLIT=${4:-0} FS=${5:-ext4} AIO=${6:-io_uring}
+# NEIGHBOUR: a second LV on the data disk that another tenant writes to
+# during the load (see "load" below).
+NEIGHBOUR=neighbour
 VG=crashvg LV=mdb MNT=/mdb DATA=/mdb/data STATE=/mdb/crash-state ERRLOG=/mdb/err.log
 REDOVG=crashredo REDO=/mdbredo
 SOCK=/run/mysqld/s.sock
@@ -93,8 +96,10 @@ stop_db() {
 	DBPID=""
 }
 
-# make_table: the load table (SCALE x 100,000 rows) and the procedure the
-# clients run, on a running server.
+# make_table: the load table (SCALE x 100,000 rows) and the procedures the
+# clients run, on a running server: churn updates random rows one at a time,
+# sweep an eighth of the rows at a time, spread over every page of the table
+# (so the buffer pool evicts dirty pages in a steady stream of page writes).
 make_table() {
 	sql -e "DROP DATABASE IF EXISTS w; CREATE DATABASE w" &&
 		sql w -e "CREATE TABLE t (id INT PRIMARY KEY, k INT NOT NULL, c CHAR(120) NOT NULL,
@@ -107,6 +112,14 @@ make_table() {
 			  DECLARE i INT DEFAULT 0;
 			  WHILE 1 DO
 			    UPDATE t SET k = k + 1, c = REPEAT(CHAR(65 + i % 26), 120) WHERE id = 1 + FLOOR(RAND() * n);
+			    SET i = i + 1;
+			  END WHILE;
+			END//
+			CREATE PROCEDURE sweep()
+			BEGIN
+			  DECLARE i INT DEFAULT 0;
+			  WHILE 1 DO
+			    UPDATE t SET c = REPEAT(CHAR(65 + i % 26), 120) WHERE id % 8 = i % 8;
 			    SET i = i + 1;
 			  END WHILE;
 			END//
@@ -128,6 +141,7 @@ make_instance() {
 
 first_boot() {
 	make_volume /dev/atomic0 "$VG" "$LV" 3G "$FS" 16Ki "$MNT" || die "the data volume ($FS) could not be built"
+	lvm lvcreate -q -y -Zn -L 512M -n "$NEIGHBOUR" "$VG" >/dev/null || die "the neighbour volume could not be made"
 	mkdir -p "$REDO"
 	touch "$ERRLOG" && chown mysql: "$ERRLOG"
 	make_volume /dev/atomic1 "$REDOVG" redo 1G "$FS" 16Ki "$REDO" || die "the redo log volume ($FS) could not be built"
@@ -231,12 +245,25 @@ else
 fi
 
 # --- load, then crash at a random moment with no sync
+# InnoDB writes a page as one 16 KiB O_DIRECT write, 16/SPLIT commands
+# issued together; alone on the split queue (4 slots) a page is issued
+# whole, so a reset cannot catch it half issued however it is timed.
+# Devices are shared, though: a neighbour streaming direct writes to
+# another volume of the same disk keeps the queue full, and InnoDB's page
+# pieces then wait for slots one by one, as on a busy device that
+# guarantees 4 KiB. The neighbour does not change what RWF_ATOMIC writes
+# are: one command each.
+(while :; do dd if=/dev/zero of="/dev/$VG/$NEIGHBOUR" bs=1M count=512 oflag=direct status=none || exit; done) &
 pick_crash_after
-for _ in 1 2 3 4; do
+for _ in 1 2 3; do
 	sql w -e "CALL churn($ROWS)" >/dev/null 2>&1 &
 done
+sql w -e "CALL sweep()" >/dev/null 2>&1 &
 say "load running; crashing in ${CRASH_AFTER}s (uptime $(up)s)"
+w0=$(disk_written)
+p0=$(sql -e "SHOW GLOBAL STATUS LIKE 'Innodb_pages_written'" 2>/dev/null | cut -f2)
 sleep "$CRASH_AFTER"
+say "the load wrote $(($(disk_written) - w0)) KiB to the data disk (InnoDB $(($(sql -e "SHOW GLOBAL STATUS LIKE 'Innodb_pages_written'" 2>/dev/null | cut -f2) - ${p0:-0})) pages); $(sql -e 'SHOW PROCESSLIST' 2>/dev/null | grep -c 'UPDATE') clients updating"
 if [ -n "${STATS:-}" ]; then
 	# The running server's counters: its page writes went out atomic on
 	# the write path under test (it dumps them within a second or two).
@@ -244,4 +271,4 @@ if [ -n "${STATS:-}" ]; then
 	sleep 3
 	shim_counters CRASH_SHIM_LIVE "the running server, before the crash"
 fi
-crash_when_busy "/dev/$VG/$LV" 2
+crash_when_busy
