@@ -66,9 +66,8 @@ esac
 OPTS=(--no-defaults --user=mysql "--datadir=$DATA" "--socket=$SOCK" --skip-networking
 	--pid-file=/run/mysqld/pid "--log-error=$ERRLOG" "--innodb-log-group-home-dir=$REDO"
 	--innodb-page-size=16384 "--innodb-doublewrite=$DW" --innodb-flush-method=O_DIRECT
-	"--innodb-use-native-aio=$NATIVE" --innodb-buffer-pool-size=8M --innodb-log-file-size=32M
-	--innodb-flush-log-at-trx-commit=2 --innodb-io-capacity=20000 --innodb-io-capacity-max=40000
-	--innodb-max-dirty-pages-pct=10 --innodb-max-dirty-pages-pct-lwm=1 --innodb-lru-scan-depth=256)
+	"--innodb-use-native-aio=$NATIVE" --innodb-buffer-pool-size=16M --innodb-log-file-size=32M
+	--innodb-flush-log-at-trx-commit=2 --innodb-io-capacity=20000 --innodb-io-capacity-max=40000)
 sql() { mariadb --no-defaults -S "$SOCK" -uroot -N -B "$@"; }
 
 # start_db: mariadbd with the arm's settings (and shim); waits until it
@@ -96,10 +95,8 @@ stop_db() {
 	DBPID=""
 }
 
-# make_table: the load table (SCALE x 100,000 rows) and the procedures the
-# clients run, on a running server: churn updates random rows one at a time,
-# sweep an eighth of the rows at a time, spread over every page of the table
-# (so the buffer pool evicts dirty pages in a steady stream of page writes).
+# make_table: the load table (SCALE x 100,000 rows) and the procedure the
+# clients run, on a running server.
 make_table() {
 	sql -e "DROP DATABASE IF EXISTS w; CREATE DATABASE w" &&
 		sql w -e "CREATE TABLE t (id INT PRIMARY KEY, k INT NOT NULL, c CHAR(120) NOT NULL,
@@ -110,16 +107,12 @@ make_table() {
 			CREATE PROCEDURE churn(n INT)
 			BEGIN
 			  DECLARE i INT DEFAULT 0;
+			  DECLARE r INT;
 			  WHILE 1 DO
-			    UPDATE t SET k = k + 1, c = REPEAT(CHAR(65 + i % 26), 120) WHERE id = 1 + FLOOR(RAND() * n);
-			    SET i = i + 1;
-			  END WHILE;
-			END//
-			CREATE PROCEDURE sweep()
-			BEGIN
-			  DECLARE i INT DEFAULT 0;
-			  WHILE 1 DO
-			    UPDATE t SET c = REPEAT(CHAR(65 + i % 26), 120) WHERE id % 8 = i % 8;
+			    -- The row first: RAND() in the WHERE clause would be
+			    -- evaluated for every row, a full scan per update.
+			    SET r = 1 + FLOOR(RAND() * n);
+			    UPDATE t SET k = k + 1, c = REPEAT(CHAR(65 + i % 26), 120) WHERE id = r;
 			    SET i = i + 1;
 			  END WHILE;
 			END//
@@ -255,10 +248,9 @@ fi
 # are: one command each.
 (while :; do dd if=/dev/zero of="/dev/$VG/$NEIGHBOUR" bs=1M count=512 oflag=direct status=none || exit; done) &
 pick_crash_after
-for _ in 1 2 3; do
+for _ in 1 2 3 4; do
 	sql w -e "CALL churn($ROWS)" >/dev/null 2>&1 &
 done
-sql w -e "CALL sweep()" >/dev/null 2>&1 &
 say "load running; crashing in ${CRASH_AFTER}s (uptime $(up)s)"
 w0=$(disk_written)
 p0=$(sql -e "SHOW GLOBAL STATUS LIKE 'Innodb_pages_written'" 2>/dev/null | cut -f2)
@@ -271,4 +263,19 @@ if [ -n "${STATS:-}" ]; then
 	sleep 3
 	shim_counters CRASH_SHIM_LIVE "the running server, before the crash"
 fi
+# The crash comes during a flush: InnoDB's page cleaner writes the dirty
+# pages of the buffer pool in a burst when it passes innodb_max_dirty_pages_pct
+# (as it does at a checkpoint), many page writes in flight at once.
+status() { sql -e "SHOW GLOBAL STATUS LIKE '$1'" 2>/dev/null | cut -f2; }
+dirty=$(status Innodb_buffer_pool_pages_dirty) w0=$(status Innodb_pages_written)
+sql -e "SET GLOBAL innodb_max_dirty_pages_pct = 0" || say "warning: cannot start a flush"
+# A random moment early in the burst (hundreds of pages take a second or
+# more on the shared disk): once the page cleaner has begun (it wakes
+# within a second), 0-0.2 s later.
+for _ in $(seq 40); do
+	[ "$(status Innodb_pages_written)" = "$w0" ] || break
+	sleep 0.05
+done
+sleep "0.$((RANDOM % 3))"
+echo "<2>crash: flushing ${dirty:-?} dirty pages, $(($(status Innodb_pages_written) - ${w0:-0})) written so far" >/dev/kmsg
 crash_when_busy
