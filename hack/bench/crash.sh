@@ -57,9 +57,11 @@
 # its default io_method (worker), as the example deployment does.
 #
 # --db mariadb: MariaDB 10.11 (crash-mariadb.sh) on the data volume planned
-# for InnoDB's 16 KiB page, the redo log on the second disk, an 8 MiB
+# for InnoDB's 16 KiB page, the redo log on the second disk, a 16 MiB
 # buffer pool beside a table of SCALE x 100,000 rows (about 23 MB each) that
-# 4 clients update at random. Arms: stock (innodb_doublewrite=ON), dw-off
+# 4 clients update at random, a neighbour streaming direct writes to another
+# volume of the data disk, the reset early in a page-cleaner burst (see
+# crash-mariadb.sh and docs/vm.md). Arms: stock (innodb_doublewrite=ON), dw-off
 # (OFF), untorn (OFF with the shim, UNTORN_UNIT=16384, strict). --aio is
 # InnoDB's write path: io_uring (default: innodb_use_native_aio=ON, as the
 # example deployment runs it), libaio or pwrite. After each crash:

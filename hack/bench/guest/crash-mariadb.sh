@@ -10,9 +10,10 @@
 # the redo log on a second volume of the same class; the shim in strict
 # mode refuses a 16 KiB write on a volume whose atomic writes stop below
 # it), and a MariaDB 10.11 instance with a table of
-# SCALE x 100,000 rows (about 23 MB each) beside an 8 MiB buffer pool, then
+# SCALE x 100,000 rows (about 23 MB each) beside a 16 MiB buffer pool, then
 # starts the load: 4 clients updating random rows (a changed column and a
-# secondary index key) without pause. Every later boot is the aftermath of a
+# secondary index key) without pause, and a neighbour writing to another
+# volume of the data disk. Every later boot is the aftermath of a
 # crash: recover, count, load again, crash again — until CYCLES crashes have
 # been checked.
 #
