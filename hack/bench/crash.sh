@@ -60,7 +60,7 @@
 # for InnoDB's 16 KiB page, the redo log on the second disk, a 16 MiB
 # buffer pool beside a table of SCALE x 100,000 rows (about 23 MB each) that
 # 4 clients update at random, a neighbour streaming direct writes to another
-# volume of the data disk, the reset early in a page-cleaner burst (see
+# volume of the data disk (one guest CPU, so one I/O queue; see
 # crash-mariadb.sh and docs/vm.md). Arms: stock (innodb_doublewrite=ON), dw-off
 # (OFF), untorn (OFF with the shim, UNTORN_UNIT=16384, strict). --aio is
 # InnoDB's write path: io_uring (default: innodb_use_native_aio=ON, as the
@@ -254,7 +254,12 @@ run_arm() { # run_arm ARM: one VM, all the arm's cycles
 	log=$(arm_log "$arm")
 	echo "crash: $DB$([ "$PGV" = 15 ] || echo " $PGV") on $FS, arm $arm$([ "$DB" = postgres ] || echo " ($AIO)"), $CYCLES cycles, scale $SCALE, split ${SPLIT} KiB (log: $log)"
 	set +e
-	"$ROOT/hack/vm.sh" run --disk "$DISK:size=8G" --disk "$DISK:size=2G" --mem 2G --allow-reset "${DBROOT_ARGS[@]}" \
+	# MariaDB's guest gets one CPU, so the data disk has one I/O queue: with
+	# a queue per CPU, InnoDB's page writes and the neighbour's (see
+	# crash-mariadb.sh) would each have their own slots and never wait.
+	local cpus=${UNTORN_VM_CPUS:-2}
+	[ "$DB" = postgres ] || cpus=1
+	UNTORN_VM_CPUS=$cpus "$ROOT/hack/vm.sh" run --disk "$DISK:size=8G" --disk "$DISK:size=2G" --mem 2G --allow-reset "${DBROOT_ARGS[@]}" \
 		--timeout $((PER_CYCLE * (CYCLES + 1))) -- bench/$GUEST "$arm" "$CYCLES" "$SCALE" "$SPLIT" "$FS" "$AIO" "$PGV" 2>&1 |
 		tee "$log" | grep --line-buffered -E '^crash: |^vm: '
 	set -e

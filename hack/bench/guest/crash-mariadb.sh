@@ -264,19 +264,4 @@ if [ -n "${STATS:-}" ]; then
 	sleep 3
 	shim_counters CRASH_SHIM_LIVE "the running server, before the crash"
 fi
-# The crash comes during a flush: InnoDB's page cleaner writes the dirty
-# pages of the buffer pool in a burst when it passes innodb_max_dirty_pages_pct
-# (as it does at a checkpoint), many page writes in flight at once.
-status() { sql -e "SHOW GLOBAL STATUS LIKE '$1'" 2>/dev/null | cut -f2; }
-dirty=$(status Innodb_buffer_pool_pages_dirty) w0=$(status Innodb_pages_written)
-sql -e "SET GLOBAL innodb_max_dirty_pages_pct = 0" || say "warning: cannot start a flush"
-# A random moment early in the burst (hundreds of pages take a second or
-# more on the shared disk): once the page cleaner has begun (it wakes
-# within a second), 0-0.2 s later.
-for _ in $(seq 40); do
-	[ "$(status Innodb_pages_written)" = "$w0" ] || break
-	sleep 0.05
-done
-sleep "0.$((RANDOM % 3))"
-echo "<2>crash: flushing ${dirty:-?} dirty pages, $(($(status Innodb_pages_written) - ${w0:-0})) written so far" >/dev/kmsg
 crash_when_busy
