@@ -124,6 +124,9 @@ func chrootDB(t *testing.T, out, suite string) dbHost {
 		testutil.Run(t, "mount", args...)
 		target := args[len(args)-1]
 		t.Cleanup(func() {
+			// Processes in the chroot (a database still exiting) first:
+			// they would keep the mount busy.
+			killChroot(t, root)
 			if out, err := testutil.Output("umount", target); err != nil {
 				testutil.Output("umount", "-l", target)
 				t.Errorf("umount %s: %v %s", target, err, out)
