@@ -107,7 +107,12 @@ cmd_run() {
 		--timeout) [ $# -ge 2 ] || die "--timeout needs a value"; timeout=$2; shift 2 ;;
 		--timeout=*) timeout=${1#*=}; shift ;;
 		--allow-reset) allow_reset=1; shift ;;
-		--dbroot) [ $# -ge 2 ] || die "--dbroot needs a suite (trixie or sid)"; dbroot=$2; shift 2 ;;
+		--dbroot)
+			[ $# -ge 2 ] || die "--dbroot needs a suite (trixie or sid)"
+			case $2 in trixie | sid) ;; *) die "--dbroot '$2': the database roots are trixie and sid" ;; esac
+			dbroot=$2
+			shift 2
+			;;
 		--) shift; break ;;
 		*) die "unknown argument '$1'; $RUN_USAGE" ;;
 		esac
