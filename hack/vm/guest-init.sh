@@ -72,9 +72,8 @@ for d in /sys/block/vd*; do
 	mount --bind /sys /dbroot/sys
 	mount --rbind /dev /dbroot/dev
 	mount --bind /untorn /dbroot/untorn
-	mkdir -p /dbroot/run/postgresql /dbroot/run/mysqld
+	mkdir -p /dbroot/run/postgresql
 	chroot /dbroot chown postgres:postgres /run/postgresql 2>/dev/null
-	chroot /dbroot chown mysql:mysql /run/mysqld 2>/dev/null
 	chmod 2775 /dbroot/run/postgresql
 done
 

@@ -88,8 +88,8 @@ func (d *Driver) expandPaths(req *csi.NodeExpandVolumeRequest, st stagedVolume, 
 		if err != nil {
 			return false, err
 		}
-		if c != st.StagingPath {
-			return false, fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, c, id, st.StagingPath)
+		if err := stagedAt(id, c, st); err != nil {
+			return false, err
 		}
 	}
 	return block, nil

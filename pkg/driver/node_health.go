@@ -57,8 +57,10 @@ func (d *Driver) nodeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 		}
 		return resp, nil
 	}
-	if p := paths["staging_target_path"]; p != "" && p != st.StagingPath {
-		return nil, fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, p, id, st.StagingPath)
+	if p := paths["staging_target_path"]; p != "" {
+		if err := stagedAt(id, p, st); err != nil {
+			return nil, err
+		}
 	}
 	if p := paths["volume_publish_path"]; p != "" && !slices.Contains(st.Targets, p) {
 		return nil, fmt.Errorf("%w: volume_publish_path %s is not a path volume %s is published at", ErrInvalidArgument, p, id)

@@ -247,3 +247,12 @@ func makeFileNoFollow(field, p string) error {
 	}
 	return f.Close()
 }
+
+// stagedAt refuses (InvalidArgument) a staging_target_path, already
+// canonical, that is not where volume id is staged.
+func stagedAt(id, staging string, st stagedVolume) error {
+	if staging == st.StagingPath {
+		return nil
+	}
+	return fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, staging, id, st.StagingPath)
+}

@@ -81,8 +81,8 @@ func (d *Driver) stagedFor(vol volume, vc *csi.VolumeCapability, staging, target
 	if !ok || st.Block != (vc.GetBlock() != nil) {
 		return stagedVolume{}, fmt.Errorf("%w: volume %s has not been staged on this node as a %s volume", ErrNotStaged, vol.ID, accessKind(vc))
 	}
-	if staging != st.StagingPath {
-		return stagedVolume{}, fmt.Errorf("%w: staging_target_path %s is not where volume %s is staged (%s)", ErrInvalidArgument, staging, vol.ID, st.StagingPath)
+	if err := stagedAt(vol.ID, staging, st); err != nil {
+		return stagedVolume{}, err
 	}
 	if overlaps(target, st.StagingPath) {
 		return stagedVolume{}, fmt.Errorf("%w: target_path %s overlaps the volume's staging path %s", ErrInvalidArgument, target, st.StagingPath)

@@ -41,18 +41,13 @@ pick_crash_after() {
 	sync
 }
 
-# block_name DEV: the kernel's name of a block device node (dm-0 for
-# /dev/crashvg/pg, whose node LVM makes without udev), for /sys/block.
-block_name() {
-	local maj min
-	read -r maj min < <(stat -L -c '%t %T' "$1") && [ -n "$min" ] || return 1
-	basename "$(readlink -f "/sys/dev/block/$((16#$maj)):$((16#$min))")"
-}
+# data_disk: the data disk's name in /sys/block.
+data_disk() { basename "$(readlink -f /dev/atomic0)"; }
 
 # disk_written: KiB written to the data disk since boot.
 disk_written() {
 	local st
-	read -r -a st <"/sys/block/$(block_name /dev/atomic0)/stat"
+	read -r -a st <"/sys/block/$(data_disk)/stat"
 	echo $((st[6] / 2))
 }
 
@@ -62,7 +57,7 @@ disk_written() {
 # nothing.
 crash_when_busy() {
 	local want end w="" sysf
-	sysf=/sys/block/$(block_name /dev/atomic0)/inflight
+	sysf=/sys/block/$(data_disk)/inflight
 	want=1
 	[ "$SPLIT" = 0 ] || want=4
 	end=$((SECONDS + 10))

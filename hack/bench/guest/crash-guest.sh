@@ -42,15 +42,9 @@ if [ "$PGV" != 15 ]; then
 	[ -x "$DBROOT/usr/lib/postgresql/$PGV/bin/postgres" ] ||
 		die "PostgreSQL $PGV is not in the database root $DBROOT (hack/vm.sh run --dbroot)"
 fi
-pg() {
-	if [ -n "$DBROOT" ]; then
-		chroot "$DBROOT" runuser -u postgres -- "$@"
-	else
-		runuser -u postgres -- "$@"
-	fi
-}
-# pg_own PATH...: owned by the database's postgres user (its uid may differ
-# between the guest root and the database root).
+# pg CMD...: as the database's postgres user; pg_own PATH...: owned by it
+# (its uid may differ between the guest root and the database root).
+pg() { ${DBROOT:+chroot "$DBROOT"} runuser -u postgres -- "$@"; }
 pg_own() { ${DBROOT:+chroot "$DBROOT"} chown postgres: "$@"; }
 # bind_volumes: the data and WAL volumes, at the same paths in the database
 # root.

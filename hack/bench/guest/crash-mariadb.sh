@@ -259,10 +259,10 @@ for _ in 1 2 3 4; do
 	sql w -e "CALL churn($ROWS)" >/dev/null 2>&1 &
 done
 say "load running; crashing in ${CRASH_AFTER}s (uptime $(up)s)"
-w0=$(disk_written)
-p0=$(sql -e "SHOW GLOBAL STATUS LIKE 'Innodb_pages_written'" 2>/dev/null | cut -f2)
+pages_written() { sql -e "SHOW GLOBAL STATUS LIKE 'Innodb_pages_written'" 2>/dev/null | cut -f2; }
+w0=$(disk_written) p0=$(pages_written)
 sleep "$CRASH_AFTER"
-say "the load wrote $(($(disk_written) - w0)) KiB to the data disk (InnoDB $(($(sql -e "SHOW GLOBAL STATUS LIKE 'Innodb_pages_written'" 2>/dev/null | cut -f2) - ${p0:-0})) pages); $(sql -e 'SHOW PROCESSLIST' 2>/dev/null | grep -c 'UPDATE') clients updating"
+say "the load wrote $(($(disk_written) - w0)) KiB to the data disk (InnoDB $(($(pages_written) - ${p0:-0})) pages); $(sql -e 'SHOW PROCESSLIST' 2>/dev/null | grep -c 'UPDATE') clients updating"
 if [ -n "${STATS:-}" ]; then
 	# The running server's counters: its page writes went out atomic on
 	# the write path under test (it dumps them within a second or two).

@@ -25,11 +25,12 @@ func cmdCSI(endpoint string, args []string) error {
 	unit := fs.String("unit", "16Ki", "atomicWriteUnit parameter")
 	size := fs.Int64("size", 256<<20, "initial volume size in bytes")
 	grow := fs.Int64("expand-to", 512<<20, "size to expand to in bytes")
-	ctrl, node, ctx, done, err := parseAndDial(fs, args, endpoint)
+	c, err := parseAndDial(fs, args, endpoint)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer c.Close()
+	ctrl, node, ctx := c.Controller, c.Node, c.Ctx
 	mount := csiclient.Capability(false, "ext4")
 	cv, err := ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
 		Name:               "vm-csi-check",
@@ -84,23 +85,13 @@ func cmdCSI(endpoint string, args []string) error {
 	return nil
 }
 
-// dialCSI connects to the plugin's socket and returns its controller and
-// node clients with a context bounded by timeout; done closes both.
-func dialCSI(endpoint string, timeout time.Duration) (csi.ControllerClient, csi.NodeClient, context.Context, func(), error) {
-	c, err := csiclient.Dial(endpoint, timeout)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	return c.Controller, c.Node, c.Ctx, c.Close, nil
-}
-
-// parseAndDial parses a command's flags, then dials the plugin as dialCSI
-// does, for ten minutes.
-func parseAndDial(fs *flag.FlagSet, args []string, endpoint string) (csi.ControllerClient, csi.NodeClient, context.Context, func(), error) {
+// parseAndDial parses a command's flags, then dials the plugin for ten
+// minutes.
+func parseAndDial(fs *flag.FlagSet, args []string, endpoint string) (*csiclient.Client, error) {
 	if err := fs.Parse(args); err != nil {
-		return nil, nil, nil, nil, err
+		return nil, err
 	}
-	return dialCSI(endpoint, 10*time.Minute)
+	return csiclient.Dial(endpoint, 10*time.Minute)
 }
 
 // stageAndProbe stages vol at DIR/staging, creates an empty file named

@@ -26,11 +26,12 @@ func cmdPlace(endpoint string, args []string) error {
 	dir := fs.String("dir", "/tmp/csi-place", "directory for the staging path")
 	p := csiclient.Params{}
 	fs.Var(p, "param", "StorageClass parameter KEY=VALUE (repeatable)")
-	ctrl, node, ctx, done, err := parseAndDial(fs, args, endpoint)
+	c, err := parseAndDial(fs, args, endpoint)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer c.Close()
+	ctrl, node, ctx := c.Controller, c.Node, c.Ctx
 
 	info, err := node.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
 	if err != nil {
@@ -44,11 +45,11 @@ func cmdPlace(endpoint string, args []string) error {
 	sort.Strings(keys)
 	fmt.Printf("place topology %s\n", strings.Join(keys, " "))
 
-	c, err := ctrl.GetCapacity(ctx, &csi.GetCapacityRequest{Parameters: p, AccessibleTopology: info.GetAccessibleTopology()})
+	capacity, err := ctrl.GetCapacity(ctx, &csi.GetCapacityRequest{Parameters: p, AccessibleTopology: info.GetAccessibleTopology()})
 	if err != nil {
 		return fmt.Errorf("GetCapacity: %w", err)
 	}
-	fmt.Printf("place capacity=%d\n", c.GetAvailableCapacity())
+	fmt.Printf("place capacity=%d\n", capacity.GetAvailableCapacity())
 
 	mount := csiclient.Capability(false, "")
 	cv, err := ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
@@ -83,11 +84,11 @@ func cmdDelete(endpoint string, args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("csi-delete SOCKET VOLUME_ID")
 	}
-	ctrl, _, ctx, done, err := dialCSI(endpoint, 5*time.Minute)
+	c, err := csiclient.Dial(endpoint, 5*time.Minute)
 	if err != nil {
 		return err
 	}
-	defer done()
-	_, err = ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: args[0]})
+	defer c.Close()
+	_, err = c.Controller.DeleteVolume(c.Ctx, &csi.DeleteVolumeRequest{VolumeId: args[0]})
 	return err
 }
