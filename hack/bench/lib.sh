@@ -72,12 +72,54 @@ bench_tools() {
 	nice go build -o "$work/plot" ./hack/bench/plot
 }
 
+# bench_memcg NAME BYTES: a memory cgroup (v2, or v1's memory hierarchy)
+# named NAME under this shell's own, limited to BYTES; its directory in
+# $memcg. The page cache a process in it reads or writes is charged to it,
+# as it is to a database pod's cgroup under Kubernetes: a data set larger
+# than BYTES does not stay in the page cache. Removed by bench_release.
+memcg=''
+bench_memcg() {
+	local root rel
+	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+		grep -qw memory /sys/fs/cgroup/cgroup.controllers ||
+			{ echo "bench: the cgroup v2 hierarchy has no memory controller" >&2; exit 2; }
+		root=/sys/fs/cgroup rel=$(awk -F: '$1 == 0 {print $3}' /proc/self/cgroup)
+		# v2 lets only a cgroup without processes delegate controllers: the
+		# limit goes beside this shell's cgroup, under its parent.
+		rel=${rel%/*}
+		memcg=$root$rel/$1
+		mkdir "$memcg"
+		echo "$2" >"$memcg/memory.max"
+	else
+		root=$(findmnt -rn -t cgroup -O memory -o TARGET | head -1)
+		[ -n "$root" ] || { echo "bench: no memory cgroup hierarchy is mounted" >&2; exit 2; }
+		rel=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)
+		memcg=$root${rel%/}/$1
+		mkdir "$memcg"
+		echo "$2" >"$memcg/memory.limit_in_bytes"
+	fi
+}
+
+# bench_in_memcg CMD...: runs CMD (and everything it starts) in $memcg, or
+# as it is when there is none.
+bench_in_memcg() {
+	if [ -z "$memcg" ]; then "$@"; return; fi
+	(echo "$BASHPID" >"$memcg/cgroup.procs" && exec "$@")
+}
+
+# bench_in_memcg_check PID: exits unless PID runs in $memcg (when there is one).
+bench_in_memcg_check() {
+	[ -z "$memcg" ] || grep -qx "$1" "$memcg/cgroup.procs" ||
+		{ echo "bench: process $1 is not in the memory cgroup $memcg" >&2; exit 1; }
+}
+
 # bench_release: unmounts every path in $mounts (lazily if it is busy) and
 # detaches every loop device in $loops; for the benchmarks' exit trap.
 bench_release() {
 	local m l
 	for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m"; done
 	for l in "${loops[@]}"; do losetup -d "$l"; done
+	if [ -n "$memcg" ]; then bench_retry rmdir "$memcg"; fi
 }
 
 # bench_mkfs_xfs DEV UNIT: formats DEV (a loop device this script just made
@@ -118,14 +160,24 @@ bench_retry() {
 	"$@"
 }
 
-# bench_sectors DEV...: sectors written to the block devices so far.
+# bench_sectors [--read|--ios] DEV...: sectors written to (read from) the
+# block devices so far; --ios: read and write requests completed.
 bench_sectors() {
-	local s=0 d
+	local s=0 d f=7
+	case $1 in
+	--read) f=3 && shift ;;
+	--ios) f=1,5 && shift ;;
+	esac
 	for d in "$@"; do
-		s=$((s + $(awk '{print $7}' /sys/block/"$(basename "$d")"/stat)))
+		s=$((s + $(awk -v f=$f '{n = split(f, k, ","); t = 0; for (i = 1; i <= n; i++) t += $k[i]; print t}' \
+			/sys/block/"$(basename "$d")"/stat)))
 	done
 	echo $s
 }
+
+# bench_cpu_ticks: CPU time the whole machine spent busy so far (user, nice,
+# system, irq, softirq; in clock ticks, USER_HZ).
+bench_cpu_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 
 # bench_median FILE SELECTOR FIELD: the median of FIELD=value over the lines
 # of FILE that contain SELECTOR (" arm=stock "), nan if none.

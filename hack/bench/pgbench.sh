@@ -26,11 +26,16 @@
 #            touches far fewer pages than the table has, as a 5-minute cycle
 #            on a faster machine with a bigger table does), 3 rounds: 4 arms
 #            x 3 rounds take about 30 minutes here; a 16 GiB sparse volume
-#            per run (one at a time) and a 3 GB template
+#            per run (one at a time) and a 3 GB template. The server runs
+#            in a memory cgroup of 1 GiB (--memory): the page cache it can
+#            use holds under a third of the data set, as a database pod's
+#            memory limit does under Kubernetes.
 #   smoke    scale 1, 2 clients, 4 s runs, 1 round: proves the script works
 #
 # Per run: TPS, WAL bytes per transaction (pg_wal_lsn_diff), bytes written to
-# the loop device(s) per transaction (/sys/block/loopN/stat), and from the
+# and read from the loop device(s) per transaction and the requests they
+# completed (/sys/block/loopN/stat), the machine's busy CPU time per
+# transaction (/proc/stat: user, system, interrupts), and from the
 # per-second progress (pgbench -P 1) the coefficient of variation of TPS
 # (stddev/mean) and the worst second. A plot of every arm's per-second TPS
 # (its median run) goes to --svg. Last line:
@@ -48,6 +53,8 @@
 # Usage: hack/bench/pgbench.sh [--profile default|large|smoke] [--rounds N]
 #          [--duration S] [--scale N] [--clients N] [--sweep 4,16,64]
 #          [--separate-wal] [--arms stock,fpw-off,untorn,direct] [--svg FILE]
+#          [--memory SIZE|none]  (the server's memory cgroup limit, e.g. 1G)
+#          [--shared-buffers SIZE]  (PostgreSQL's shared_buffers, default 128MB)
 #          [--keep DIR]   (DIR: every run's line and per-second series kept)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -57,12 +64,12 @@ cd "$(dirname "$0")/../.."
 profile=default
 if [ "${1:-}" = --profile ]; then profile=${2:-}; shift 2; fi
 case $profile in
-default) rounds=3 duration=45 scale=20 clients=4 ckpt=30s maxwal=512MB volsize=8G ;;
-large) rounds=3 duration=90 scale=200 clients=32 ckpt=45s maxwal=8GB volsize=16G ;;
-smoke) rounds=1 duration=4 scale=1 clients=2 ckpt=30s maxwal=512MB volsize=2G ;;
+default) rounds=3 duration=45 scale=20 clients=4 ckpt=30s maxwal=512MB volsize=8G memory=none ;;
+large) rounds=3 duration=90 scale=200 clients=32 ckpt=45s maxwal=8GB volsize=16G memory=1G ;;
+smoke) rounds=1 duration=4 scale=1 clients=2 ckpt=30s maxwal=512MB volsize=2G memory=none ;;
 *) echo "pgbench.sh: unknown profile '$profile' (default, large, smoke)" >&2; exit 2 ;;
 esac
-separate=0 sweep='' svg='' keep=''
+separate=0 sweep='' svg='' keep='' sbuf=128MB
 arms=stock,fpw-off,untorn,direct
 while [ $# -gt 0 ]; do
 	if [ "$1" = --separate-wal ]; then separate=1; shift; continue; fi
@@ -71,11 +78,22 @@ while [ $# -gt 0 ]; do
 	--scale) scale=$2 ;;
 	--clients) clients=$2 ;;
 	--sweep) sweep=$2 ;;
+	--memory) memory=$2 ;;
+	--shared-buffers) sbuf=$2 ;;
 	*) bench_opt pgbench.sh "$1" "$2" ;;
 	esac
 	shift 2
 done
 bench_arms pgbench.sh "$arms" stock fpw-off untorn direct untorn-wal
+membytes=0
+[[ $sbuf =~ ^[0-9]+(kB|MB|GB)$ ]] || { echo "pgbench.sh: --shared-buffers must be a size like 128MB or 1GB, not '$sbuf'" >&2; exit 2; }
+if [ "$memory" != none ]; then
+	membytes=$(numfmt --from=iec "$memory" 2>/dev/null) || membytes=0
+	if [ "$membytes" -lt $((256 << 20)) ]; then
+		echo "pgbench.sh: --memory must be a size of at least 256M (like 1G) or none, not '$memory'" >&2
+		exit 2
+	fi
+fi
 # shellcheck disable=SC2086 # ${sweep//,/ }: one word a client count
 bench_positive pgbench.sh "$rounds" "$duration" "$scale" "$clients" ${sweep//,/ }
 bench_require_root pgbench.sh
@@ -100,6 +118,7 @@ cleanup() {
 trap cleanup EXIT
 
 bench_tools
+if [ "$membytes" -gt 0 ]; then bench_memcg "untorn-pgbench-$$" "$membytes"; fi
 
 # newvol NAME SIZE: a fresh loop device ($dev) on a sparse file, formatted
 # by the planner's XFS plan. Every run gets new devices: a device just
@@ -141,7 +160,8 @@ run() {
 	ddev=$dev
 	bench_mount "$ddev" "$work/data"
 	mounts=("$work/data")
-	cp -a "$work/tmpl/data/." "$work/data/"
+	# in the server's cgroup: the page cache it starts with is its own
+	bench_in_memcg cp -a "$work/tmpl/data/." "$work/data/"
 	if [ "$separate" = 1 ]; then
 		newvol "wal-$arm-$round" "$volsize"
 		wdev=$dev
@@ -154,16 +174,21 @@ run() {
 	fi
 	chown postgres: "$work/data"
 	sync
-	runuser -u postgres -- env "${env[@]}" $pgbin/pg_ctl start -w -D "$work/data" -l "$work/logs/$arm-$round-c$nc" \
-		-o "-c port=$port -c listen_addresses= -c unix_socket_directories=$work/sock -c full_page_writes=$fpw -c checkpoint_timeout=$ckpt -c max_wal_size=$maxwal -c max_connections=$((nc + 10))" >/dev/null
-	local lsn0 s0 out lsn1 s1 jobs=$((nc < 4 ? nc : 4)) series=$arm-$round-c$nc.tps
+	bench_in_memcg runuser -u postgres -- env "${env[@]}" $pgbin/pg_ctl start -w -D "$work/data" -l "$work/logs/$arm-$round-c$nc" \
+		-o "-c port=$port -c listen_addresses= -c unix_socket_directories=$work/sock -c full_page_writes=$fpw -c shared_buffers=$sbuf -c checkpoint_timeout=$ckpt -c max_wal_size=$maxwal -c max_connections=$((nc + 10))" >/dev/null
+	local lsn0 s0 r0 c0 i0 out lsn1 s1 r1 c1 i1 jobs=$((nc < 4 ? nc : 4)) series=$arm-$round-c$nc.tps
+	bench_in_memcg_check "$(head -1 "$work/data/postmaster.pid")"
 	lsn0=$(psql -c 'SELECT pg_current_wal_lsn()' postgres)
 	# shellcheck disable=SC2086 # $ddev $wdev: one or two devices
-	s0=$(bench_sectors $ddev $wdev)
+	s0=$(bench_sectors $ddev $wdev) r0=$(bench_sectors --read $ddev $wdev) c0=$(bench_cpu_ticks)
+	# shellcheck disable=SC2086
+	i0=$(bench_sectors --ios $ddev $wdev)
 	out=$(runuser -u postgres -- $pgbin/pgbench -h "$work/sock" -p $port -U postgres -c "$nc" -j "$jobs" -P 1 -T "$duration" postgres 2>&1)
 	lsn1=$(psql -c 'SELECT pg_current_wal_lsn()' postgres)
 	# shellcheck disable=SC2086
-	s1=$(bench_sectors $ddev $wdev)
+	s1=$(bench_sectors $ddev $wdev) r1=$(bench_sectors --read $ddev $wdev) c1=$(bench_cpu_ticks)
+	# shellcheck disable=SC2086
+	i1=$(bench_sectors --ios $ddev $wdev)
 	awk '/^progress: / {sub(/,$/, "", $4); print $2, $4}' <<<"$out" >"$work/series/$series"
 	local wal tx tps stats
 	wal=$(psql -c "SELECT pg_wal_lsn_diff('$lsn1', '$lsn0')" postgres)
@@ -178,8 +203,8 @@ run() {
 	loops=() ddev='' wdev=''
 	rm -f "$work"/*-"$arm-$round".img
 	awk -v a="$arm" -v r="$round" -v c="$nc" -v tps="$tps" -v tx="$tx" -v wal="$wal" -v dev="$(((s1 - s0) * 512))" \
-		-v st="$stats" -v se="$series" \
-		'BEGIN { printf "round=%d clients=%d arm=%s tps=%.1f wal_bytes_per_tx=%.0f device_bytes_per_tx=%.0f %s series=%s\n", r, c, a, tps, wal/tx, dev/tx, st, se }' |
+		-v rd="$(((r1 - r0) * 512))" -v cpu="$(((c1 - c0) * 1000000 / $(getconf CLK_TCK)))" -v ios=$((i1 - i0)) -v st="$stats" -v se="$series" \
+		'BEGIN { printf "round=%d clients=%d arm=%s tps=%.1f wal_bytes_per_tx=%.0f device_bytes_per_tx=%.0f device_read_bytes_per_tx=%.0f device_ios_per_tx=%.2f cpu_us_per_tx=%.0f %s series=%s\n", r, c, a, tps, wal/tx, dev/tx, rd/tx, ios/tx, cpu/tx, st, se }' |
 		tee -a "$work/results"
 }
 
@@ -187,7 +212,7 @@ layout=shared
 if [ "$separate" = 1 ]; then layout='separate-wal'; fi
 counts=${sweep:-$clients}
 echo "== profile $profile: $rounds rounds x ($arms, order rotated each round), ${duration}s each, scale $scale," \
-	"clients ${counts}, checkpoint_timeout=$ckpt max_wal_size=$maxwal, pg_wal: $layout"
+	"clients ${counts}, checkpoint_timeout=$ckpt max_wal_size=$maxwal, pg_wal: $layout, shared_buffers=$sbuf, server memory: $memory"
 for r in $(seq 1 "$rounds"); do
 	for c in ${counts//,/ }; do
 		for a in $(bench_order "$r" "$arms"); do
@@ -204,8 +229,9 @@ for c in ${counts//,/ }; do
 		T[$a.$c]=$(bench_median "$work/results" "$sel" tps) W[$a.$c]=$(bench_median "$work/results" "$sel" wal_bytes_per_tx)
 		D[$a.$c]=$(bench_median "$work/results" "$sel" device_bytes_per_tx) V[$a.$c]=$(bench_median "$work/results" "$sel" cv)
 		X[$a.$c]=$(bench_median "$work/results" "$sel" worst_tps)
-		printf 'clients=%s arm=%s tps=%s wal_bytes_per_tx=%s device_bytes_per_tx=%s cv=%s worst_tps=%s\n' "$c" "$a" \
-			"${T[$a.$c]}" "${W[$a.$c]}" "${D[$a.$c]}" "${V[$a.$c]}" "${X[$a.$c]}"
+		printf 'clients=%s arm=%s tps=%s wal_bytes_per_tx=%s device_bytes_per_tx=%s device_read_bytes_per_tx=%s cv=%s worst_tps=%s\n' \
+			"$c" "$a" "${T[$a.$c]}" "${W[$a.$c]}" "${D[$a.$c]}" "$(bench_median "$work/results" "$sel" device_read_bytes_per_tx)" \
+			"${V[$a.$c]}" "${X[$a.$c]}"
 	done
 	for a in ${arms//,/ }; do
 		[ "$a" = stock ] && continue
@@ -218,7 +244,7 @@ done
 
 c=${counts##*,}
 bench_plot "$svg" "PostgreSQL 15 pgbench: transactions per second, each arm's median run" \
-	"profile $profile: scale $scale, $c clients, ${duration}s, checkpoint_timeout=$ckpt, full_page_writes on (stock) or off" "$work/results" "$work/series" "$arms" "clients=$c " && echo "plot: $svg"
+	"profile $profile: scale $scale, $c clients, ${duration}s, checkpoint_timeout=$ckpt, shared_buffers=$sbuf, server memory $memory, full_page_writes on (stock) or off" "$work/results" "$work/series" "$arms" "clients=$c " && echo "plot: $svg"
 echo "== all runs"
 cat "$work/results"
 bench_keep "$keep"
