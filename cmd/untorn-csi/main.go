@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
 	"k8s.io/utils/exec"
@@ -60,7 +59,7 @@ func run(args []string) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	o.Mode = driver.Mode(mode)
-	q, err := resource.ParseQuantity(reserve)
+	q, err := untorn.ParseQuantity(reserve)
 	if err != nil || q.Sign() < 0 {
 		return fmt.Errorf("%w: --loop-reserve %q: want a quantity such as 1Gi", driver.ErrInvalidOption, reserve)
 	}

@@ -21,9 +21,9 @@ func ParseSize(s string) (uint64, error) {
 	if s == "" {
 		return 0, fmt.Errorf("%w: empty size (use a quantity such as 16Ki)", ErrInvalidSize)
 	}
-	q, err := resource.ParseQuantity(s)
+	q, err := ParseQuantity(s)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %q is not a quantity (use e.g. 16Ki, 64Ki or 16384)", ErrInvalidSize, s)
+		return 0, fmt.Errorf("%w: %q is not a quantity (use e.g. 16Ki, 64Ki or 16384): %v", ErrInvalidSize, s, err)
 	}
 	if q.Sign() <= 0 {
 		return 0, fmt.Errorf("%w: %q must be positive", ErrInvalidSize, s)
@@ -38,6 +38,35 @@ func ParseSize(s string) (uint64, error) {
 		return 0, fmt.Errorf("%w: %q is not a whole number of bytes", ErrInvalidSize, s)
 	}
 	return uint64(v), nil
+}
+
+// MaxQuantityLen and MaxQuantityExponent bound what ParseQuantity hands to
+// resource.ParseQuantity: a size never needs more, and an exponent such as
+// "1e-2147483647" or "9E72036854775807" makes that parser or the
+// arithmetic on its result run for minutes (a denial of service through a
+// StorageClass parameter or a pod annotation).
+const (
+	MaxQuantityLen      = 64
+	MaxQuantityExponent = 64
+)
+
+// ParseQuantity is resource.ParseQuantity for untrusted input: it first
+// refuses strings longer than MaxQuantityLen and decimal exponents ("e" or
+// "E" followed by a number) beyond ±MaxQuantityExponent.
+func ParseQuantity(s string) (resource.Quantity, error) {
+	if len(s) > MaxQuantityLen {
+		return resource.Quantity{}, fmt.Errorf("longer than %d characters", MaxQuantityLen)
+	}
+	num := strings.TrimLeft(s, "+-")
+	num = strings.TrimLeft(num, "0123456789.")
+	// "Ei" is the binary suffix exbi; "e" or "E" and a signed number an exponent
+	if len(num) > 1 && (num[0] == 'e' || num[0] == 'E') && num[1:] != "i" {
+		exp, err := strconv.Atoi(num[1:])
+		if err != nil || exp < -MaxQuantityExponent || exp > MaxQuantityExponent {
+			return resource.Quantity{}, fmt.Errorf("exponent %q out of range (at most ±%d)", num[1:], MaxQuantityExponent)
+		}
+	}
+	return resource.ParseQuantity(s)
 }
 
 // FormatSize renders a byte count the way ParseSize reads it: the largest

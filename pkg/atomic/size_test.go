@@ -2,7 +2,9 @@ package atomic
 
 import (
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -38,6 +40,16 @@ func TestParseSize(t *testing.T) {
 		{"Ki", 0, ErrInvalidSize},
 		{"sixteen", 0, ErrInvalidSize},
 		{"99999999999999999999", 0, ErrInvalidSize},
+		// exponents a parser would spend minutes on (a fuzzer found the first)
+		{"9223E72036854775807", 0, ErrInvalidSize},
+		{"1e-2147483647", 0, ErrInvalidSize},
+		{"1e2147483647", 0, ErrInvalidSize},
+		{"1E65", 0, ErrInvalidSize},
+		{"1e-65", 0, ErrInvalidSize},
+		{"1e18", 1000000000000000000, nil},
+		{"5E", 5000000000000000000, nil}, // E alone is exa, not an exponent
+		{"1e64", 0, ErrInvalidSize},      // too large, refused after parsing
+		{"16384" + strings.Repeat("0", 60), 0, ErrInvalidSize},
 	}
 	for _, tt := range tests {
 		got, err := ParseSize(tt.in)
@@ -102,8 +114,32 @@ func TestParseNames(t *testing.T) {
 // FuzzParseSize checks that ParseSize never panics, that every error wraps
 // ErrInvalidSize, and that every accepted size is the quantity's exact
 // positive integer value and survives FormatSize.
+// TestParseQuantityBounds: the guard refuses what would make the
+// quantity parser or arithmetic on its result run away, within a bounded
+// time, and lets every ordinary quantity through.
+func TestParseQuantityBounds(t *testing.T) {
+	for _, s := range []string{"9223E72036854775807", "1e-2147483647", "-1E+2147483647", "1e65", "1E-65",
+		"1e" + strings.Repeat("9", 40), strings.Repeat("1", MaxQuantityLen+1)} {
+		done := make(chan error, 1)
+		go func() { _, err := ParseQuantity(s); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("ParseQuantity(%q) accepted", s)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("ParseQuantity(%q) still running after 10 s", s)
+		}
+	}
+	for _, s := range []string{"16Ki", "1e64", "1E-64", "5E", "2e3", "0.5", "-4Ki", "+1e3", strings.Repeat("1", MaxQuantityLen)} {
+		if _, err := ParseQuantity(s); err != nil {
+			t.Errorf("ParseQuantity(%q): %v", s, err)
+		}
+	}
+}
+
 func FuzzParseSize(f *testing.F) {
-	for _, s := range []string{"16Ki", "64Ki", "16384", "1Mi", "16k", "1e3", "1.5Ki", "-4Ki", "100m", "", "8Ei", "0x10"} {
+	for _, s := range []string{"16Ki", "64Ki", "16384", "1Mi", "16k", "1e3", "1.5Ki", "-4Ki", "100m", "", "8Ei", "0x10", "1e-2147483647"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

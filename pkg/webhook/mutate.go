@@ -21,8 +21,8 @@ import (
 	"strconv"
 	"strings"
 
+	untorn "github.com/untorn/untorn/pkg/atomic"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 const (
@@ -119,7 +119,7 @@ func ParseUnit(v string) (int64, error) {
 	v = strings.TrimSpace(v)
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		q, qerr := resource.ParseQuantity(v)
+		q, qerr := untorn.ParseQuantity(v)
 		if qerr != nil {
 			return 0, fmt.Errorf("%w: %q is neither a byte count nor a quantity", ErrBadUnit, v)
 		}

@@ -262,6 +262,11 @@ func TestParseUnit(t *testing.T) {
 		{"8k", 0, webhook.ErrBadUnit}, // 8000 bytes
 		{"1.5Ki", 0, webhook.ErrBadUnit},
 		{"", 0, webhook.ErrBadUnit},
+		// exponents the quantity parser would spend minutes on: refused
+		{"1e-2147483647", 0, webhook.ErrBadUnit},
+		{"9223E72036854775807", 0, webhook.ErrBadUnit},
+		{"16e1000", 0, webhook.ErrBadUnit},
+		{"8192e0", 8192, nil},
 	}
 	for _, tc := range tests {
 		got, err := webhook.ParseUnit(tc.in)
